@@ -1,0 +1,390 @@
+"""The propagation engine: labelled reference images in, label proposals for many targets out.
+
+:class:`Propagator` follows segment-anything's predictor pattern: references are encoded and pooled
+once (:meth:`Propagator.set_references`), then :meth:`Propagator.propagate` streams one
+:class:`TargetResult` per target from a generator. Encoder features are cached by content, so new
+references do not re-encode the targets. Images larger than the model input are processed in
+overlapping tiles (references too: their tiles act as extra shots) and stitched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .context import ReferenceTokens
+from .device import select_device, select_precision
+from .feature_cache import FeatureCache, content_key
+from .inputs import (
+    PropagationError,
+    check_reference_pair,
+    count_targets,
+    iter_targets,
+    sequence_of_pairs,
+    validate_targets,
+)
+from .memory import TimelapseMemory
+from .model import SINE
+from .postprocess import SEMANTIC_THRESHOLD
+from .stitching import TileOutput, stitch_id, stitch_instances, stitch_semantic
+from .tiling import Tile, plan_tiles
+from .transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
+
+__all__ = ["Propagator", "TargetResult", "ObjectScore", "PropagationError", "MODES", "DEFAULT_THRESHOLDS"]
+
+MODES = ("id", "instance", "semantic")
+DEFAULT_THRESHOLDS = {"id": 0.5, "instance": 0.5, "semantic": SEMANTIC_THRESHOLD}
+
+
+@dataclass(frozen=True)
+class ObjectScore:
+    """One proposed object: which target, its label value in the mode's map, its score and origin."""
+
+    target: int
+    label: int
+    mode: str
+    score: float
+    source: str
+
+
+@dataclass
+class TargetResult:
+    """Proposals for one target: a label map per mode at the target's size, and per-object scores."""
+
+    index: int
+    labels: dict[str, np.ndarray]
+    scores: list[ObjectScore]
+    shape: tuple[int, int]
+
+
+@dataclass
+class _Reference:
+    features: torch.Tensor  # neck features of the reference tiles (T, C, g, g), on the model device
+    masks: list[torch.Tensor]
+    classes: list[torch.Tensor]
+    ids: list[torch.Tensor]
+    id_sources: dict[int, str] = field(default_factory=dict)
+
+
+class Propagator:
+    """Propagate labels from reference images to target images with a SINE model.
+
+    Parameters
+    ----------
+    model : SINE
+        The model (put in eval mode and moved to ``device``).
+    device : str or torch.device, optional
+        ``None``/``"auto"`` picks CUDA, then MPS, then CPU.
+    precision : {"auto", "fp32", "bf16", "fp16"}, optional
+        Autocast precision for the model call only; ``None``/``"auto"`` is fp32 on CPU/MPS and bf16
+        (or fp16) on CUDA.
+    pad : int
+        Model input side P (multiple of 14); official weights use 896.
+    scale : float
+        Resize factor applied to references and targets before tiling (1 = native pixels). Images whose
+        scaled size fits in P are padded, never enlarged.
+    tile_overlap : int, optional
+        Overlap of neighbouring tiles in model-input pixels (default P // 4).
+    batch_size : int
+        Tiles encoded and decoded per model call (tiles of several targets are batched together).
+    cache_bytes : int
+        Budget of the encoder-feature cache (0 disables it).
+    score_thresholds : mapping, optional
+        Per-mode thresholds overriding :data:`DEFAULT_THRESHOLDS`.
+    channel_axis : int, optional
+        Channel axis of 3D (multichannel) images.
+    """
+
+    def __init__(
+        self,
+        model: SINE,
+        device: str | torch.device | None = None,
+        precision: str | None = None,
+        *,
+        pad: int = 896,
+        scale: float = 1.0,
+        tile_overlap: int | None = None,
+        batch_size: int = 1,
+        cache_bytes: int = 1 << 30,
+        score_thresholds: Mapping[str, float] | None = None,
+        channel_axis: int | None = None,
+    ) -> None:
+        patch = model.patch_size
+        if pad <= 0 or pad % patch:
+            raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        overlap = pad // 4 if tile_overlap is None else int(tile_overlap)
+        if not 0 <= overlap < pad // 2:
+            raise ValueError(f"tile_overlap must be in [0, {pad // 2}), got {overlap}")
+        unknown = set(score_thresholds or {}) - set(MODES)
+        if unknown:
+            raise ValueError(f"unknown modes in score_thresholds: {sorted(unknown)}; modes are {MODES}")
+        self.device = select_device(device)
+        self.autocast_dtype = select_precision(self.device, precision)
+        self.model = model.eval().to(self.device)
+        self.pad, self.scale, self.batch_size = pad, float(scale), batch_size
+        self.tile_extent = max(1, int(pad / self.scale))  # tile side in original pixels
+        self.overlap_extent = min(int(overlap / self.scale), self.tile_extent - 1)
+        self.thresholds = {**DEFAULT_THRESHOLDS, **(score_thresholds or {})}
+        self.channel_axis = channel_axis
+        self.cache = FeatureCache(cache_bytes)
+        self._encoder_key = self._fingerprint_encoder()
+        self._reference: _Reference | None = None
+        self._tokens: ReferenceTokens | None = None
+        self._ref_ndim = 2
+        self._ref_channels = 1
+
+    # -- references -------------------------------------------------------------------------------
+
+    def set_references(
+        self, pairs: Sequence[tuple[Any, Any]], classes: Mapping[int, int] | None = None
+    ) -> None:
+        """Encode reference (image, label image) pairs once; every nonzero label is one object.
+
+        Parameters
+        ----------
+        pairs : sequence of (image, labels)
+            Images (2D, or 3D with channels) and integer label images of the same height and width.
+        classes : mapping, optional
+            Label value → class id (positive). Default: all objects are class 1.
+        """
+        pairs = sequence_of_pairs(pairs)
+        checked = [check_reference_pair(i, img, lab, self.channel_axis) for i, (img, lab) in enumerate(pairs)]
+        channels = {c for *_, c in checked}
+        if len(channels) > 1:
+            raise PropagationError(f"reference images have different channel counts {sorted(channels)}: "
+                                   "use references with the same channels")
+        class_of = self._class_map(classes, [labels for _, labels, _, _ in checked])
+        tensors, masks, class_lists, ids, sources = [], [], [], [], {}
+        for ref_index, (image, labels, _, _) in enumerate(checked):
+            rgb = to_rgb_float(image, channel_axis=self.channel_axis)
+            for tile in plan_tiles(*labels.shape, self.tile_extent, self.overlap_extent):
+                core_labels = np.zeros(tile.shape, dtype=np.int64)
+                core_labels[tile.core_in_tile] = labels[tile.core_slices]
+                if not core_labels.any():
+                    continue
+                geometry = self._geometry(tile)
+                tile_masks, tile_ids = prepare_labels(core_labels, geometry)
+                tensors.append(rgb_to_model_input(rgb[tile.slices], geometry.valid_hw, self.pad))
+                masks.append(tile_masks.to(self.device))
+                ids.append(tile_ids.to(self.device))
+                class_lists.append(torch.tensor([class_of[int(v)] for v in tile_ids], device=self.device))
+                for obj in tile_ids.tolist():
+                    sources.setdefault(obj, set()).add(ref_index)
+        with torch.inference_mode():
+            features = self._encode(torch.cat(tensors))
+            reference = _Reference(features, masks, class_lists, ids,
+                                   {k: "ref:" + ",".join(map(str, sorted(v))) for k, v in sources.items()})
+            self._tokens = self.model.reference_tokens(features, masks, class_lists, ids)
+        self._reference = reference
+        self._ref_ndim = checked[0][0].ndim
+        self._ref_channels = channels.pop()
+
+    @staticmethod
+    def _class_map(classes: Mapping[int, int] | None, label_images: list[np.ndarray]) -> dict[int, int]:
+        values = sorted({int(v) for labels in label_images for v in np.unique(labels) if v != 0})
+        if classes is None:
+            return dict.fromkeys(values, 1)
+        missing = [v for v in values if v not in classes]
+        if missing:
+            raise PropagationError(f"labels {missing[:10]} have no class in the classes mapping: give "
+                                   "every labelled object a class")
+        bad = {k: c for k, c in classes.items() if int(c) < 1}
+        if bad:
+            raise PropagationError(f"class ids must be positive integers, got {bad}")
+        return {v: int(classes[v]) for v in values}
+
+    # -- targets ----------------------------------------------------------------------------------
+
+    def count_targets(self, targets: Any, stack_axis: int | None = None) -> int | None:
+        """How many results :meth:`propagate` will yield for ``targets`` (None for a generator)."""
+        return count_targets(targets, stack_axis)
+
+    def validate_targets(self, targets: Any, stack_axis: int | None = None, check_values: bool = True) -> int:
+        """Check all targets against the references before any work (raises PropagationError)."""
+        self._require_references()
+        return validate_targets(targets, stack_axis, self._ref_ndim, self._ref_channels,
+                                self.channel_axis, check_values)
+
+    def propagate(
+        self,
+        targets: Any,
+        modes: Sequence[str] = MODES,
+        stack_axis: int | None = None,
+        memory: bool = False,
+    ) -> Iterator[TargetResult]:
+        """Yield one :class:`TargetResult` per target, as soon as it is ready.
+
+        Parameters
+        ----------
+        targets : array, stack, list or iterable of arrays, or lazy array (dask, zarr)
+            What to segment. With ``stack_axis`` an array is a stack of targets along that axis; a
+            generator is consumed one image at a time.
+        modes : sequence of {"id", "instance", "semantic"}
+            Which proposals to make.
+        stack_axis : int, optional
+            Axis of the stack in ``targets``.
+        memory : bool
+            Time-lapse mode for ID: earlier predicted frames become extra references (official VOS
+            recipe: fixed reference + up to 5 scored frames, linear score decay over 20 frames).
+        """
+        self._require_references()
+        modes = tuple(dict.fromkeys(modes))
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            raise PropagationError(f"unknown or no modes {bad}: choose from {', '.join(MODES)}")
+        if memory and "id" not in modes:
+            raise PropagationError("memory mode improves ID proposals: include 'id' in modes")
+        return self._run(targets, modes, stack_axis, memory)
+
+    def _run(self, targets: Any, modes: tuple[str, ...], stack_axis: int | None,
+             memory: bool) -> Iterator[TargetResult]:
+        timeline = TimelapseMemory() if memory else None
+        pending: list[tuple[int, np.ndarray, list[Tile]]] = []
+        tiles_pending = 0
+        stream = iter_targets(targets, stack_axis, self._ref_ndim, self._ref_channels, self.channel_axis)
+        for index, image in enumerate(stream):
+            rgb = to_rgb_float(image, channel_axis=self.channel_axis)
+            tiles = plan_tiles(*rgb.shape[:2], self.tile_extent, self.overlap_extent)
+            if timeline is not None and len(tiles) > 1:
+                raise PropagationError(
+                    f"target {index} needs {len(tiles)} tiles; memory mode needs targets that fit one "
+                    f"model input ({self.tile_extent} px): lower the scale"
+                )
+            pending.append((index, rgb, tiles))
+            tiles_pending += len(tiles)
+            if timeline is not None or tiles_pending >= self.batch_size:
+                yield from self._process(pending, modes, timeline)
+                pending, tiles_pending = [], 0
+        if pending:
+            yield from self._process(pending, modes, timeline)
+
+    def _process(self, pending: list[tuple[int, np.ndarray, list[Tile]]], modes: tuple[str, ...],
+                 timeline: TimelapseMemory | None) -> Iterator[TargetResult]:
+        jobs = [(n, tile) for n, (_, _, tiles) in enumerate(pending) for tile in tiles]
+        geometries = [self._geometry(tile) for _, tile in jobs]
+        tensors = [rgb_to_model_input(pending[n][1][tile.slices], g.valid_hw, self.pad)
+                   for (n, tile), g in zip(jobs, geometries, strict=True)]
+        outputs: list[list[TileOutput]] = [[] for _ in pending]
+        with torch.inference_mode():
+            tokens = self._tokens_with_memory(timeline)
+            for start in range(0, len(jobs), self.batch_size):
+                stop = start + self.batch_size
+                features = self._encode(torch.cat(tensors[start:stop]))
+                with self._autocast():
+                    raw = self.model.decode(features, tokens, return_aux=False)
+                for b, ((n, tile), geometry) in enumerate(zip(jobs[start:stop], geometries[start:stop],
+                                                               strict=True)):
+                    outputs[n].append(
+                        TileOutput.from_raw(raw, b, tile, geometry, tokens, modes, self.thresholds)
+                    )
+                    if timeline is not None:
+                        self._remember(timeline, pending[n][0], features[b], raw, b, geometry, tokens)
+        for n, (index, rgb, _) in enumerate(pending):
+            yield self._assemble(index, rgb.shape[:2], outputs[n], modes, tokens)
+
+    def _assemble(self, index: int, shape: tuple[int, int], tiles: list[TileOutput],
+                  modes: tuple[str, ...], tokens: ReferenceTokens) -> TargetResult:
+        labels: dict[str, np.ndarray] = {}
+        scores: list[ObjectScore] = []
+        sources = self._reference.id_sources if self._reference else {}
+        for mode in modes:
+            threshold = self.thresholds[mode]
+            if mode == "id":
+                label_map, found = stitch_id(shape, tiles, threshold)
+                rows = [(obj, s, sources.get(obj, "")) for obj, s in found]
+            elif mode == "instance":
+                label_map, found = stitch_instances(shape, tiles, threshold)
+                rows = [(obj, s, f"class:{c}") for obj, s, c in found]
+            else:
+                label_map, found = stitch_semantic(shape, tiles, tokens.sem_labels.tolist(), threshold)
+                rows = [(c, s, f"class:{c}") for c, s in found]
+            labels[mode] = label_map
+            scores.extend(ObjectScore(index, int(v), mode, float(s), src) for v, s, src in rows)
+        return TargetResult(index, labels, scores, shape)
+
+    # -- model calls ------------------------------------------------------------------------------
+
+    def _geometry(self, tile: Tile) -> Geometry:
+        height, width = tile.shape
+        valid = (min(self.pad, max(1, round(height * self.scale))),
+                 min(self.pad, max(1, round(width * self.scale))))
+        return Geometry(pad=self.pad, valid_hw=valid, original_hw=(height, width))
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _fingerprint_encoder(self) -> str:
+        # Encoder weights are frozen; a digest of a few tensors catches a swapped-in checkpoint.
+        enc = self.model.image_encoder.encoder
+        probes = [enc.patch_embed.proj.weight, enc.pos_embed, enc.blocks[-1].mlp.fc2.weight]
+        return content_key(torch.cat([p.detach().float().flatten()[:65536].cpu() for p in probes]))
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Neck features for (B, 3, P, P) images; ViT features come from the cache when possible."""
+        keys = [(content_key(img), self._encoder_key, self.pad, self.autocast_dtype) for img in images]
+        cached = [self.cache.get(k) for k in keys]
+        missing = [i for i, c in enumerate(cached) if c is None]
+        if missing:
+            batch = images[missing].to(self.device)
+            with self._autocast():
+                fresh = self.model.image_encoder.encoder(batch)
+            for i, feat in zip(missing, fresh, strict=True):
+                cached[i] = feat
+                self.cache.put(keys[i], feat)
+        vit = torch.stack([c.to(self.device) for c in cached])
+        with self._autocast():
+            return self.model.image_encoder.neck(vit)
+
+    def clear_cache(self) -> None:
+        """Forget cached encoder features (call after changing encoder weights in place)."""
+        self.cache.clear()
+        self._encoder_key = self._fingerprint_encoder()
+
+    def _require_references(self) -> None:
+        if self._tokens is None:
+            raise PropagationError("no references set: call set_references() with labelled images first")
+
+    # -- time-lapse memory ------------------------------------------------------------------------
+
+    def _tokens_with_memory(self, timeline: TimelapseMemory | None) -> ReferenceTokens:
+        assert self._tokens is not None and self._reference is not None
+        if timeline is None or not timeline.frames:
+            return self._tokens
+        ref = self._reference
+        frames = timeline.references()
+        class_of = dict(zip(self._tokens.ids.tolist(), self._tokens.id_labels.tolist(), strict=True))
+        features = torch.cat([ref.features] + [f.features[None].to(ref.features.dtype) for f in frames])
+        masks, classes, ids = list(ref.masks), list(ref.classes), list(ref.ids)
+        for frame in frames:
+            objs = sorted(frame.masks)
+            masks.append(torch.stack([frame.masks[o] for o in objs]))
+            ids.append(torch.tensor(objs, device=self.device))
+            classes.append(torch.tensor([class_of[o] for o in objs], device=self.device))
+        return self.model.reference_tokens(features, masks, classes, ids)
+
+    def _remember(self, timeline: TimelapseMemory, index: int, features: torch.Tensor, raw: dict,
+                  b: int, geometry: Geometry, tokens: ReferenceTokens) -> None:
+        logits = raw["pred_id_masks"][b : b + 1].float()
+        full = F.interpolate(logits, size=(self.pad, self.pad), mode="bilinear", align_corners=False)[0]
+        h_r, w_r = geometry.valid_hw
+        binary = torch.zeros_like(full, dtype=torch.bool)
+        binary[:, :h_r, :w_r] = full[:, :h_r, :w_r] > 0
+        probs = raw["pred_id_logits"][b].float().softmax(-1)[:, 0]
+        sig = full.sigmoid()
+        mask_score = (sig * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+        scores = (probs * mask_score).tolist()
+        objs = tokens.ids.tolist()
+        timeline.add(index, features, {o: binary[i] for i, o in enumerate(objs)},
+                     {o: scores[i] for i, o in enumerate(objs)})

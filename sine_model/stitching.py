@@ -1,0 +1,126 @@
+"""From per-tile model outputs to one label map per mode, with the best score winning overlaps.
+
+* ID: each tile contributes the part of an object's mask inside its core; the same id keeps its
+  reference label value everywhere.
+* Instance: a tile keeps the instances centred in its core (neighbours see the same object whole when
+  the overlap is wider than the object); instances mostly hidden by better-scored ones (< 50 % visible)
+  are dropped; survivors get fresh ids 1..n by descending score.
+* Semantic: each tile writes its core of the (unnormalised) class map; the map is thresholded last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .context import ReferenceTokens
+from .labelmaps import ScoreCanvas, smallest_label_dtype
+from .postprocess import Detections, id_inference, instance_inference, semantic_inference, semantic_label_map
+from .tiling import Tile
+from .transforms import Geometry
+
+__all__ = ["TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "MIN_VISIBLE_FRACTION"]
+
+MIN_VISIBLE_FRACTION = 0.5
+
+
+@dataclass
+class TileOutput:
+    """Post-processed proposals of one tile, in tile coordinates at the original resolution."""
+
+    tile: Tile
+    id: Detections | None = None
+    instance: Detections | None = None
+    semantic: np.ndarray | None = None  # (M, core_h, core_w) float32, already cropped to the core
+
+    @classmethod
+    def from_raw(cls, raw: dict, b: int, tile: Tile, geometry: Geometry, tokens: ReferenceTokens,
+                 modes: tuple[str, ...], thresholds: dict[str, float]) -> TileOutput:
+        """Post-process item ``b`` of a batched decoder output for the requested modes."""
+        out = cls(tile)
+        if "id" in modes:
+            out.id = _cpu(id_inference(raw["pred_id_logits"][b].float(), raw["pred_id_masks"][b].float(),
+                                       tokens.ids, geometry, score_threshold=thresholds["id"]))
+        if "instance" in modes:
+            out.instance = _cpu(instance_inference(
+                raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(), tokens.sem_labels,
+                geometry, score_threshold=thresholds["instance"]))
+        if "semantic" in modes:
+            probs = semantic_inference(raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(),
+                                       geometry)
+            out.semantic = probs[(slice(None), *tile.core_in_tile)].cpu().numpy()
+        return out
+
+
+def _cpu(det: Detections) -> Detections:
+    return Detections(det.masks.cpu(), det.scores.cpu(), det.labels.cpu(), det.query_index.cpu())
+
+
+def stitch_id(shape: tuple[int, int], tiles: list[TileOutput],
+              threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """ID label map (reference label values) and (label, best score) of every visible object."""
+    canvas = ScoreCanvas(shape)
+    best: dict[int, float] = {}
+    for out in tiles:
+        det, tile = out.id, out.tile
+        assert det is not None
+        core = tile.core_in_tile
+        for mask, score, label in zip(det.masks.numpy(), det.scores.tolist(), det.labels.tolist(),
+                                      strict=True):
+            if score <= threshold:
+                continue
+            part = mask[core]
+            if part.any():
+                canvas.paint(part, label, score, (tile.cy0, tile.cx0))
+                best[label] = max(score, best.get(label, -np.inf))
+    label_map = canvas.finish()
+    visible = set(np.unique(label_map).tolist()) - {0}
+    return label_map, sorted((k, v) for k, v in best.items() if k in visible)
+
+
+def stitch_instances(shape: tuple[int, int], tiles: list[TileOutput],
+                     threshold: float) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
+    """Instance label map with fresh ids and (id, score, class) rows, best score first."""
+    canvas = ScoreCanvas(shape)
+    kept: list[tuple[int, float, int, np.ndarray, tuple[int, int]]] = []
+    for out in tiles:
+        det, tile = out.instance, out.tile
+        assert det is not None
+        for mask, score, label in zip(det.masks.numpy(), det.scores.tolist(), det.labels.tolist(),
+                                      strict=True):
+            if score <= threshold or not mask.any():
+                continue
+            ys, xs = np.nonzero(mask)
+            if not tile.owns(tile.y0 + ys.mean(), tile.x0 + xs.mean()):
+                continue  # centred in a neighbour's core: that tile reports it
+            value = len(kept) + 1
+            canvas.paint(mask, value, score, (tile.y0, tile.x0))
+            kept.append((value, score, label, mask, (tile.y0, tile.x0)))
+    survivors = [k for k in kept if canvas.visible_fraction(k[3], k[0], k[4]) >= MIN_VISIBLE_FRACTION]
+    survivors.sort(key=lambda k: -k[1])
+    lookup = np.zeros(len(kept) + 1, dtype=np.int64)
+    for new_id, (value, *_rest) in enumerate(survivors, start=1):
+        lookup[value] = new_id
+    relabelled = lookup[canvas.labels]
+    label_map = relabelled.astype(smallest_label_dtype(len(survivors)))
+    rows = [(new_id, score, label) for new_id, (_, score, label, _, _) in enumerate(survivors, start=1)]
+    return label_map, rows
+
+
+def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
+                    threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Semantic class map and (class, mean map value inside the class) rows."""
+    probs = np.zeros((len(sem_labels), *shape), dtype=np.float32)
+    for out in tiles:
+        assert out.semantic is not None
+        probs[(slice(None), *out.tile.core_slices)] = out.semantic
+    label_map = semantic_label_map(torch.from_numpy(probs), torch.tensor(sem_labels), threshold)
+    rows = []
+    for channel, cls in enumerate(sem_labels):
+        inside = label_map == cls
+        if inside.any():
+            rows.append((cls, float(probs[channel][inside].mean())))
+    top = int(label_map.max()) if label_map.size else 0
+    return label_map.astype(smallest_label_dtype(top)), rows

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny SINE configuration and inputs (CPU, seconds, no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch  # noqa: F401  (torch must be imported before any Qt binding)
+
+from sine_model import EncoderConfig, build_sine
+
+TINY_ENCODER = EncoderConfig("tiny", embed_dim=32, depth=2, num_heads=2)
+TINY_KWARGS = dict(dim=32, num_heads=4, ffn_dim=64, num_decoder_layers=3, num_queries=10)
+TINY_P = 112  # 8×8 grid, 32×32 mask features
+
+
+def build_tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_sine(TINY_ENCODER, **TINY_KWARGS).eval()
+
+
+def rect_mask(side: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    mask = torch.zeros(side, side, dtype=torch.bool)
+    mask[top : top + height, left : left + width] = True
+    return mask
+
+
+@pytest.fixture
+def tiny_model():
+    return build_tiny()
+
+
+@pytest.fixture
+def tiny_inputs():
+    """Two references (2 + 1 masks; ids 3, 5 and 3 again; labels 1, 2, 1) and one target."""
+    generator = torch.Generator().manual_seed(1)
+    p = TINY_P
+    ref_images = torch.randn(2, 3, p, p, generator=generator)
+    target = torch.randn(1, 3, p, p, generator=generator)
+    masks = [
+        torch.stack([rect_mask(p, 10, 10, 20, 20), rect_mask(p, 50, 40, 30, 50)]),
+        torch.stack([rect_mask(p, 5, 5, 55, 15)]),
+    ]
+    labels = [torch.tensor([1, 2]), torch.tensor([1])]
+    ids = [torch.tensor([3, 5]), torch.tensor([3])]
+    return ref_images, masks, labels, ids, target
