@@ -99,6 +99,10 @@ class Propagator:
         Per-mode thresholds overriding :data:`DEFAULT_THRESHOLDS`.
     channel_axis : int, optional
         Channel axis of 3D (multichannel) images.
+    dense_refinement : int
+        How many times a target whose instance proposals saturate a tile (≥ 90 % of the instance queries)
+        is re-processed with tiles of half the side, so targets with more objects than queries are
+        covered (0 disables).
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class Propagator:
         cache_bytes: int = 1 << 30,
         score_thresholds: Mapping[str, float] | None = None,
         channel_axis: int | None = None,
+        dense_refinement: int = 1,
     ) -> None:
         patch = model.patch_size
         if pad <= 0 or pad % patch:
@@ -136,6 +141,8 @@ class Propagator:
         self.overlap_extent = min(int(overlap / self.scale), self.tile_extent - 1)
         self.thresholds = {**DEFAULT_THRESHOLDS, **(score_thresholds or {})}
         self.channel_axis = channel_axis
+        self.dense_refinement = max(0, int(dense_refinement))
+        self.instance_topk = self.model.transformer_decoder.num_queries
         self.cache = FeatureCache(cache_bytes)
         self._encoder_key = self._fingerprint_encoder()
         self._reference: _Reference | None = None
@@ -181,7 +188,9 @@ class Propagator:
                 for obj in tile_ids.tolist():
                     sources.setdefault(obj, set()).add(ref_index)
         with torch.inference_mode():
-            features = self._encode(torch.cat(tensors))
+            images = torch.cat(tensors)
+            features = torch.cat([self._encode(images[i : i + self.batch_size])
+                                  for i in range(0, len(images), self.batch_size)])
             reference = _Reference(features, masks, class_lists, ids,
                                    {k: "ref:" + ",".join(map(str, sorted(v))) for k, v in sources.items()})
             self._tokens = self.model.reference_tokens(features, masks, class_lists, ids)
@@ -263,13 +272,13 @@ class Propagator:
             pending.append((index, rgb, tiles))
             tiles_pending += len(tiles)
             if timeline is not None or tiles_pending >= self.batch_size:
-                yield from self._process(pending, modes, timeline)
+                yield from self._process(pending, modes, timeline, self.tile_extent)
                 pending, tiles_pending = [], 0
         if pending:
-            yield from self._process(pending, modes, timeline)
+            yield from self._process(pending, modes, timeline, self.tile_extent)
 
     def _process(self, pending: list[tuple[int, np.ndarray, list[Tile]]], modes: tuple[str, ...],
-                 timeline: TimelapseMemory | None) -> Iterator[TargetResult]:
+                 timeline: TimelapseMemory | None, extent: int, depth: int = 0) -> Iterator[TargetResult]:
         jobs = [(n, tile) for n, (_, _, tiles) in enumerate(pending) for tile in tiles]
         geometries = [self._geometry(tile) for _, tile in jobs]
         tensors = [rgb_to_model_input(pending[n][1][tile.slices], g.valid_hw, self.pad)
@@ -284,13 +293,25 @@ class Propagator:
                     raw = self.model.decode(features, tokens, return_aux=False)
                 for b, ((n, tile), geometry) in enumerate(zip(jobs[start:stop], geometries[start:stop],
                                                                strict=True)):
-                    outputs[n].append(
-                        TileOutput.from_raw(raw, b, tile, geometry, tokens, modes, self.thresholds)
-                    )
+                    outputs[n].append(TileOutput.from_raw(raw, b, tile, geometry, tokens, modes,
+                                                          self.thresholds, self.instance_topk))
                     if timeline is not None:
                         self._remember(timeline, pending[n][0], features[b], raw, b, geometry, tokens)
         for n, (index, rgb, _) in enumerate(pending):
-            yield self._assemble(index, rgb.shape[:2], outputs[n], modes, tokens)
+            if self._needs_refinement(outputs[n], timeline, extent, depth):
+                # More objects than queries in a tile: redo this target with tiles of half the side.
+                half = extent // 2
+                tiles = plan_tiles(*rgb.shape[:2], half, min(self.overlap_extent // 2, half - 1))
+                yield from self._process([(index, rgb, tiles)], modes, None, half, depth + 1)
+            else:
+                yield self._assemble(index, rgb.shape[:2], outputs[n], modes, tokens)
+
+    def _needs_refinement(self, outputs: list[TileOutput], timeline: TimelapseMemory | None, extent: int,
+                          depth: int) -> bool:
+        if timeline is not None or depth >= self.dense_refinement or extent // 2 < 4 * self.model.patch_size:
+            return False
+        limit = 0.9 * self.instance_topk
+        return any(out.instance is not None and len(out.instance) >= limit for out in outputs)
 
     def _assemble(self, index: int, shape: tuple[int, int], tiles: list[TileOutput],
                   modes: tuple[str, ...], tokens: ReferenceTokens) -> TargetResult:

@@ -37,8 +37,13 @@ class TileOutput:
 
     @classmethod
     def from_raw(cls, raw: dict, b: int, tile: Tile, geometry: Geometry, tokens: ReferenceTokens,
-                 modes: tuple[str, ...], thresholds: dict[str, float]) -> TileOutput:
-        """Post-process item ``b`` of a batched decoder output for the requested modes."""
+                 modes: tuple[str, ...], thresholds: dict[str, float],
+                 instance_topk: int = 100) -> TileOutput:
+        """Post-process item ``b`` of a batched decoder output for the requested modes.
+
+        ``instance_topk`` bounds the (query, class) pairs kept per tile (official FSOD: 100; the engine
+        uses the number of instance queries so a tile can hold as many objects as there are queries).
+        """
         out = cls(tile)
         if "id" in modes:
             out.id = _cpu(id_inference(raw["pred_id_logits"][b].float(), raw["pred_id_masks"][b].float(),
@@ -46,7 +51,7 @@ class TileOutput:
         if "instance" in modes:
             out.instance = _cpu(instance_inference(
                 raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(), tokens.sem_labels,
-                geometry, score_threshold=thresholds["instance"]))
+                geometry, score_threshold=thresholds["instance"], topk=instance_topk))
         if "semantic" in modes:
             probs = semantic_inference(raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(),
                                        geometry)

@@ -32,6 +32,7 @@ def _reference(seed=0, shape=(100, 90)):
 
 def _propagator(model, **kwargs):
     kwargs.setdefault("score_thresholds", KEEP_ALL)
+    kwargs.setdefault("dense_refinement", 0)  # keep-all thresholds would saturate every tile
     return Propagator(model, device="cpu", pad=112, **kwargs)
 
 
@@ -261,3 +262,29 @@ def test_rgb_references_need_rgb_targets(model):
     with pytest.raises(PropagationError, match="same channels"):
         p.validate_targets(np.zeros((50, 50), np.uint8))
     assert next(p.propagate(np.zeros((50, 50, 3), np.uint8))).shape == (50, 50)
+
+
+def test_saturated_tiles_are_redone_with_smaller_tiles(model):
+    """More objects than instance queries: the target is re-tiled at half the tile side."""
+    p = _propagator(model, dense_refinement=1)
+    p.set_references([_reference()])
+    seen = []
+    original = p._process
+
+    def spy(pending, modes, timeline, extent, depth=0):
+        seen.append((depth, extent, sum(len(t) for _, _, t in pending)))
+        return original(pending, modes, timeline, extent, depth)
+
+    p._process = spy
+    target = np.random.default_rng(6).integers(0, 255, (100, 100), dtype=np.uint8)
+    result = next(p.propagate(target, modes=("instance",)))
+    # keep-all thresholds: all 10 queries are kept, which saturates the tile (>= 90 % of 10)
+    assert seen == [(0, 112, 1), (1, 56, 9)]  # 100 px in 56 px tiles with 14 px overlap: 3 × 3
+    assert result.shape == (100, 100)
+    # with a threshold nothing reaches, no refinement happens
+    seen.clear()
+    strict = _propagator(model, dense_refinement=1, score_thresholds={"instance": 1.0})
+    strict.set_references([_reference()])
+    strict._process = lambda *a, **k: (seen.append(a[3]), original.__func__(strict, *a, **k))[1]
+    next(strict.propagate(target, modes=("instance",)))
+    assert seen == [112]
