@@ -145,6 +145,11 @@ def _score_pairs(
     pass ``score_threshold`` are stored (as bool), bounding memory.
     """
     device = mask_logits.device
+    if score_threshold >= 0:
+        # final = prob × mask score with mask score in [0, 1]: pairs whose class probability cannot
+        # beat the threshold are dropped before their masks are upsampled (same result, less work).
+        hopeful = probs > score_threshold
+        probs, query_idx, labels = probs[hopeful], query_idx[hopeful], labels[hopeful]
     unique_q = torch.unique(query_idx)
     kept_scores, kept_labels, kept_q, kept_masks = [], [], [], []
     step = max(int(chunk), 1)

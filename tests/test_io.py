@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -12,28 +11,13 @@ import pytest
 import tifffile
 
 from sine_model import io
+from sine_model.propagate import ObjectScore, TargetResult
 
 
-@dataclass
-class FakeScore:
-    target: int
-    label: int
-    mode: str
-    score: float
-    source: str
-
-
-@dataclass
-class FakeResult:
-    index: int
-    labels: dict
-    scores: list = field(default_factory=list)
-
-
-def result(index: int, shape=(6, 7), dtype=np.uint8, modes=("id", "semantic")) -> FakeResult:
+def result(index: int, shape=(6, 7), dtype=np.uint8, modes=("id", "semantic")) -> TargetResult:
     labels = {m: np.full(shape, index + 1, dtype=dtype) for m in modes}
-    scores = [FakeScore(index, index + 1, m, 0.5 + index / 10, "ref:0") for m in modes]
-    return FakeResult(index, labels, scores)
+    scores = [ObjectScore(index, index + 1, m, 0.5 + index / 10, "ref:0") for m in modes]
+    return TargetResult(index, labels, scores, shape)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -243,7 +227,7 @@ def test_stack_refuses_a_second_size(tmp_path):
 
 def test_values_outside_uint32_are_refused(tmp_path):
     writer = io.ResultWriter(tmp_path / "out", ("id",), 1)
-    big = FakeResult(0, {"id": np.full((2, 2), 2**33, dtype=np.uint64)})
+    big = TargetResult(0, {"id": np.full((2, 2), 2**33, dtype=np.uint64)}, [], (2, 2))
     with pytest.raises(ValueError, match="uint32"):
         writer.write(big)
     writer.discard()

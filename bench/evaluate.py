@@ -1,0 +1,429 @@
+"""One-shot evaluation harness: a SINE model and classical baselines on the same reference → target pairs.
+
+Protocol (issue 5). Images of one dataset are split into groups of the same kind (DSB2018 ``group``
+column, MICCAI magnification, all ISBI slices, all EPFL slices). In every group, up to ``--max-refs``
+images (evenly spaced in manifest order) take turns as the labelled reference; the targets of a
+reference are up to ``--max-targets`` other images of the group (evenly spaced). Every method — the
+model (all modes from one ``propagate`` call), the random forest and Otsu + watershed — runs on exactly
+these pairs and is scored with :mod:`sine_model.metrics`: foreground IoU of the semantic map and
+instance F1 at IoU 0.5 (with precision and recall). A dataset's number is the mean over its pairs; the
+mean row is the mean over datasets. The ID score needs ids that name the same object in reference and
+target, which no cross-image pair has, so it is measured on crop pairs: each reference image is cut into
+two overlapping crops (top-left and bottom-right 3/4), one labelled crop is the reference and the other
+the target (only methods with an ``id`` map, i.e. the model).
+
+DSB2018 is restricted to the held-out groups in ``bench/eval_splits.json`` (:data:`DSB_HELDOUT_GROUPS`),
+which the training recipe excludes; ``--dsb-groups`` overrides them.
+
+Usage::
+
+    python bench/evaluate.py --model none --max-refs 2 --max-targets 3       # baselines only
+    python bench/evaluate.py --model random-tiny --pad 112 --datasets epfl   # smoke run of the model path
+    python bench/evaluate.py --model embedded --out docs/quality.md --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import OtsuBaseline, Prediction, RandomForestBaseline, Runner  # noqa: E402
+
+from sine_model.metrics import foreground_iou, id_score, match_instances  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = ROOT.parent / "shared" / "data"
+SPLITS_FILE = Path(__file__).resolve().parent / "eval_splits.json"
+SECTION = "## One-shot evaluation"
+#: DSB2018 groups kept out of training and used for evaluation: three acquisition types with no sibling
+#: group of the same source (gray_519x253/gray_519x161-162 and gray_520x348/gray_260x347 are pairs, so
+#: both stay in training): sparse large fluorescence nuclei, U2OS Hoechst screen images, and stained
+#: brightfield tissue. Mirrored in ``bench/eval_splits.json`` for the training code.
+DSB_HELDOUT_GROUPS = ("gray_512x640", "gray_520x696", "rgb_524x348")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset's files are and how its manifest groups them."""
+
+    folder: str
+    key: str  # manifest column naming the file stem
+    group: str | None  # manifest column of the group, or None for one group
+    images: str
+    labels: str
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "dsb2018": DatasetSpec("dsb2018_stage1_test", "image_id", "group", "images/{}.png", "labels/{}.tif"),
+    "miccai2015": DatasetSpec("miccai2015_he_nuclei", "image", "magnification", "images/{}.png",
+                              "labels/{}.tif"),
+    "isbi2012": DatasetSpec("isbi2012_em_neurites", "slice", None, "images/{}.png", "instance_labels/{}.tif"),
+    "epfl": DatasetSpec("epfl_hippocampus_mito", "slice", None, "images/{}.png", "instance_labels/{}.tif"),
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled image of a dataset."""
+
+    name: str
+    image: Path
+    labels: Path
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """A reference and its targets, all from one group of one dataset."""
+
+    dataset: str
+    group: str
+    reference: Item
+    targets: tuple[Item, ...]
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Read an image as 2D (gray, also when stored as RGB/RGBA/gray+alpha) or ``(H, W, 3)``."""
+    import imageio.v3 as iio
+
+    image = np.asarray(iio.imread(path))
+    if image.ndim == 3:
+        if image.shape[-1] in (2, 4):  # drop alpha
+            image = image[..., : image.shape[-1] - 1]
+        if all(np.array_equal(image[..., 0], image[..., c]) for c in range(1, image.shape[-1])):
+            image = image[..., 0]
+    return image
+
+
+def load_labels(path: Path) -> np.ndarray:
+    """Read an instance label image (TIFF, or PNG with nonzero objects made into components)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return np.asarray(tifffile.imread(path))
+    import imageio.v3 as iio
+    from scipy import ndimage as ndi
+
+    return ndi.label(np.asarray(iio.imread(path)) > 0)[0].astype(np.uint32)
+
+
+def load_groups(dataset: str, root: Path = DATA_ROOT,
+                groups: Sequence[str] | None = None) -> dict[str, list[Item]]:
+    """Group name → items (manifest order) of one dataset, optionally only the named groups."""
+    spec = DATASETS[dataset]
+    folder = Path(root) / spec.folder
+    with open(folder / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    result: dict[str, list[Item]] = {}
+    for row in rows:
+        group = row[spec.group] if spec.group else "all"
+        if groups is not None and group not in groups:
+            continue
+        stem = row[spec.key]
+        item = Item(stem, folder / spec.images.format(stem), folder / spec.labels.format(stem))
+        result.setdefault(group, []).append(item)
+    if groups is not None:
+        missing = sorted(set(groups) - set(result))
+        if missing:
+            raise ValueError(f"{dataset}: no images in groups {missing}; groups are "
+                             f"{sorted({r[spec.group] for r in rows}) if spec.group else ['all']}")
+    return result
+
+
+def _spread(indices: Sequence[int], count: int) -> list[int]:
+    """Up to ``count`` evenly spaced entries of ``indices`` (all of them when there are fewer)."""
+    if count >= len(indices):
+        return list(indices)
+    picks = np.unique(np.round(np.linspace(0, len(indices) - 1, count)).astype(int))
+    return [indices[i] for i in picks]
+
+
+def plan_pairs(dataset: str, groups: dict[str, list[Item]], max_refs: int, max_targets: int) -> list[Pairing]:
+    """Rotate the reference over up to ``max_refs`` images per group; targets are other group images."""
+    plan = []
+    for group, items in groups.items():
+        if len(items) < 2:
+            continue
+        for r in _spread(range(len(items)), max_refs):
+            others = [i for i in range(len(items)) if i != r]
+            targets = tuple(items[i] for i in _spread(others, max_targets))
+            plan.append(Pairing(dataset, group, items[r], targets))
+    return plan
+
+
+def crop_pair(image: np.ndarray, labels: np.ndarray, fraction: float = 0.75):
+    """Two overlapping crops (top-left, bottom-right) of one image; label values keep their ids."""
+    h, w = labels.shape
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    first = (slice(0, ch), slice(0, cw))
+    second = (slice(h - ch, h), slice(w - cw, w))
+    return image[first], labels[first], image[second], labels[second]
+
+
+class ModelRunner:
+    """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
+
+    def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
+                 modes: Sequence[str] = ("id", "instance", "semantic")) -> None:
+        from sine_model.propagate import Propagator
+
+        self.name = name
+        self.modes = tuple(modes)
+        self.propagator = Propagator(model, device, pad=pad, scale=scale)
+        self._ref_ndim = 2
+
+    def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
+        self.propagator.set_references([(image, labels)], classes)
+        self._ref_ndim = np.ndim(image)
+
+    def _like_reference(self, image: np.ndarray) -> np.ndarray:
+        # a gray image stored as RGB next to true gray ones: give the engine the reference's layout
+        if image.ndim == 3 and self._ref_ndim == 2:
+            return image.mean(-1).astype(image.dtype)
+        if image.ndim == 2 and self._ref_ndim == 3:
+            return np.repeat(image[..., None], 3, axis=-1)
+        return image
+
+    def predict(self, targets: Iterable[np.ndarray]) -> Iterator[Prediction]:
+        images = [self._like_reference(np.asarray(t)) for t in targets]
+        for result in self.propagator.propagate(images, modes=self.modes):
+            yield dict(result.labels)
+
+
+def make_model(spec: str, device: str | None = None):
+    """Build the model named by ``--model``: ``none``, ``random-tiny``, a preset name or a file.
+
+    Returns
+    -------
+    tuple
+        ``(model or None, default pad)``.
+    """
+    if spec == "none":
+        return None, None
+    if spec == "random-tiny":
+        import torch
+
+        from sine_model import EncoderConfig, build_sine
+
+        torch.manual_seed(0)
+        return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
+                          num_decoder_layers=3, num_queries=10).eval(), 112
+    from sine_model.presets import PRESETS
+    from sine_model.weights import from_pretrained
+
+    pad = PRESETS[spec].input.pad_size if spec in PRESETS else 896
+    return from_pretrained(spec, device), pad
+
+
+def _score(record: dict, truth: np.ndarray, pred: Prediction) -> dict:
+    inst = match_instances(truth, pred["instance"])
+    record.update(semantic_iou=foreground_iou(truth, pred["semantic"]), f1=inst.f1,
+                  precision=inst.precision, recall=inst.recall, tp=inst.tp, fp=inst.fp, fn=inst.fn,
+                  n_true=inst.tp + inst.fn, n_pred=inst.tp + inst.fp)
+    return record
+
+
+def run_plan(runner: Runner, plan: Sequence[Pairing], id_crops: bool = True,
+             loader: Callable[[Item], tuple[np.ndarray, np.ndarray]] | None = None,
+             log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Fit ``runner`` on every reference of ``plan``, predict its targets, and score each pair.
+
+    Returns one record per (reference, target) with ``kind="pair"``, plus, for runners whose predictions
+    include an ``id`` map and with ``id_crops``, one ``kind="id_crop"`` record per reference.
+    """
+    loader = loader or (lambda item: (load_image(item.image), load_labels(item.labels)))
+    records: list[dict] = []
+    for pairing in plan:
+        ref_image, ref_labels = loader(pairing.reference)
+        start = time.perf_counter()
+        runner.fit(ref_image, ref_labels)
+        fit_s = time.perf_counter() - start
+        loaded = [loader(t) for t in pairing.targets]
+        start = time.perf_counter()
+        has_id = False
+        for item, (_, truth), pred in zip(pairing.targets, loaded, runner.predict(img for img, _ in loaded),
+                                          strict=True):
+            seconds = time.perf_counter() - start
+            records.append(_score(dict(kind="pair", method=runner.name, dataset=pairing.dataset,
+                                       group=pairing.group, reference=pairing.reference.name,
+                                       target=item.name, fit_s=fit_s, predict_s=seconds), truth, pred))
+            has_id = has_id or "id" in pred
+            start = time.perf_counter()
+        log(f"  {runner.name:>18} | {pairing.dataset}/{pairing.group} ref {pairing.reference.name[:16]}: "
+            + " ".join(f"{r['f1']:.2f}" for r in records[-len(loaded):]))
+        if id_crops and has_id:
+            a_img, a_lab, b_img, b_lab = crop_pair(ref_image, ref_labels)
+            runner.fit(a_img, a_lab)
+            pred = next(iter(runner.predict([b_img])))
+            score = id_score(b_lab, pred["id"], reference_ids=a_lab)
+            records.append(dict(kind="id_crop", method=runner.name, dataset=pairing.dataset,
+                                group=pairing.group, reference=pairing.reference.name,
+                                target=pairing.reference.name + ":crop", id_score=score.score,
+                                n_ids=score.n_ids, n_found=score.n_found, n_spurious=score.n_spurious))
+    return records
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarise(records: Sequence[dict]) -> list[dict]:
+    """Per (dataset, method) means over pairs, then a ``mean`` row per method over datasets."""
+    rows = []
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    for dataset in datasets:
+        for method in methods:
+            pairs = [r for r in records if r["dataset"] == dataset and r["method"] == method
+                     and r["kind"] == "pair"]
+            crops = [r for r in records if r["dataset"] == dataset and r["method"] == method
+                     and r["kind"] == "id_crop"]
+            if not pairs:
+                continue
+            found, total = sum(r["n_found"] for r in crops), sum(r["n_ids"] for r in crops)
+            rows.append(dict(dataset=dataset, method=method, pairs=len(pairs),
+                             semantic_iou=_mean(r["semantic_iou"] for r in pairs),
+                             f1=_mean(r["f1"] for r in pairs), precision=_mean(r["precision"] for r in pairs),
+                             recall=_mean(r["recall"] for r in pairs),
+                             id_score=found / total if total else float("nan"),
+                             seconds_per_target=_mean(r["predict_s"] for r in pairs)))
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        rows.append(dict(dataset="mean", method=method, pairs=sum(r["pairs"] for r in mine),
+                         **{k: _mean(r[k] for r in mine) for k in ("semantic_iou", "f1", "precision",
+                                                                  "recall", "id_score",
+                                                                  "seconds_per_target")}))
+    return rows
+
+
+def _fmt(value: float) -> str:
+    return "—" if value is None or np.isnan(value) else f"{value:.3f}"
+
+
+def markdown(rows: Sequence[dict], command: str, meta: dict) -> str:
+    """The results section: table, command, date and machine."""
+    lines = [SECTION, "", f"Command: `{command}`", "",
+             f"Date: {meta['date']} · machine: {meta['machine']} · model: {meta['model']}", "",
+             "| dataset | method | pairs | semantic IoU | instance F1@0.5 | precision | recall | ID score "
+             "| s/target |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = f"**{r['dataset']}**" if r["dataset"] == "mean" else r["dataset"]
+        lines.append(f"| {name} | {r['method']} | {r['pairs']} | {_fmt(r['semantic_iou'])} | {_fmt(r['f1'])} "
+                     f"| {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['id_score'])} "
+                     f"| {r['seconds_per_target']:.2f} |")
+    groups = ", ".join(meta["dsb_groups"])
+    lines += ["", f"Protocol: `bench/evaluate.py` docstring. DSB2018 groups: {groups}. "
+              "Means are over pairs within a dataset and over datasets in the mean rows; the ID score "
+              "(crop pairs) exists only for the model.", ""]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace the :data:`SECTION` of a markdown file with ``text`` (append it when absent)."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else "# Quality\n"
+    lines = old.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + [""] + lines[end:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new.rstrip("\n") + "\n")
+
+
+def machine_description(device: str | None = None) -> str:
+    """OS, CPU model and cores, and the accelerator when one is used."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores"
+    if device and device.startswith("cuda"):
+        import torch
+
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
+    parser.add_argument("--dsb-groups", nargs="+", default=None,
+                        help=f"DSB2018 groups (default: held-out {' '.join(DSB_HELDOUT_GROUPS)})")
+    parser.add_argument("--max-refs", type=int, default=3, help="references per group (rotated)")
+    parser.add_argument("--max-targets", type=int, default=5, help="targets per reference")
+    parser.add_argument("--model", default="none",
+                        help="preset name, .safetensors path, 'random-tiny' (smoke runs) or 'none'")
+    parser.add_argument("--pad", type=int, default=None, help="model input side (default: the model's)")
+    parser.add_argument("--scale", type=float, default=1.0, help="resize factor before tiling")
+    parser.add_argument("--device", default=None, help="model device (default: auto)")
+    parser.add_argument("--baselines", nargs="*", choices=["rf", "rf-border", "otsu"],
+                        default=["rf", "rf-border", "otsu"],
+                        help="rf: random forest fg/bg; rf-border: with an object-border class; otsu")
+    parser.add_argument("--no-id-crops", action="store_true", help="skip the crop-pair ID score")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--out", type=Path, default=None, help="markdown file whose section is replaced")
+    parser.add_argument("--json", type=Path, default=None, help="write raw per-pair results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    command = "python bench/evaluate.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    dsb_groups = list(args.dsb_groups or DSB_HELDOUT_GROUPS)
+    plan: list[Pairing] = []
+    for dataset in args.datasets:
+        groups = load_groups(dataset, args.data_root, dsb_groups if dataset == "dsb2018" else None)
+        plan += plan_pairs(dataset, groups, args.max_refs, args.max_targets)
+    print(f"{len(plan)} references, {sum(len(p.targets) for p in plan)} pairs", flush=True)
+    runners: list[Runner] = []
+    model, default_pad = make_model(args.model, args.device)
+    if model is not None:
+        runners.append(ModelRunner(model, f"SINE ({args.model})", pad=args.pad or default_pad,
+                                   scale=args.scale, device=args.device))
+    makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
+              "otsu": OtsuBaseline}
+    runners += [makers[b]() for b in dict.fromkeys(args.baselines)]
+    cache: dict[Item, tuple[np.ndarray, np.ndarray]] = {}
+
+    def loader(item: Item) -> tuple[np.ndarray, np.ndarray]:
+        if item not in cache:
+            cache[item] = (load_image(item.image), load_labels(item.labels))
+        return cache[item]
+
+    records: list[dict] = []
+    for runner in runners:
+        print(f"{runner.name}:", flush=True)
+        records += run_plan(runner, plan, not args.no_id_crops, loader, log=lambda s: print(s, flush=True))
+    rows = summarise(records)
+    meta = dict(date=datetime.date.today().isoformat(), machine=machine_description(args.device),
+                model=args.model, dsb_groups=dsb_groups)
+    text = markdown(rows, command, meta)
+    print("\n" + text)
+    if args.out:
+        write_section(args.out, text)
+    if args.json:
+        args.json.write_text(json.dumps(dict(meta=meta, command=command, summary=rows, records=records,
+                                             plan=[asdict(p) for p in plan]), indent=1, default=str))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
