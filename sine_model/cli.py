@@ -96,6 +96,8 @@ def _add_propagate(subparsers: Any) -> None:
     add("--scale", type=float, default=1.0, help="resize factor applied before tiling")
     add("--batch-size", type=int, default=1, help="tiles per model call")
     add("--memory", action="store_true", help="time-lapse: earlier frames help the ID mode")
+    add("--adapt", type=float, metavar="SECONDS",
+        help="fine-tune neck + decoder on crop pairs of the references for at most SECONDS first")
     for mode in MODES:
         add(f"--threshold-{mode}", type=float, metavar="X", help=f"score threshold of the {mode} mode")
     add("--channel-axis", type=int, metavar="N", help="channel axis of multichannel images")
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sine_model.cli_weights import add_weights_commands  # `weights import|list|verify` (issue 4)
 
     add_weights_commands(subparsers)
+    from sine_model.cli_train import add_train_commands  # `train`, `adapt` (issue 5)
+
+    add_train_commands(subparsers)
     return parser
 
 
@@ -218,7 +223,13 @@ def _propagate_command(args: argparse.Namespace) -> int:
         scale=args.scale, batch_size=args.batch_size, score_thresholds=thresholds,
         channel_axis=args.channel_axis,
     )
-    propagator.set_references(pairs, args.classes)
+    if args.adapt is not None and args.adapt <= 0:
+        raise CliError(f"--adapt needs a positive number of seconds, got {args.adapt}")
+    propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
+    if args.adapt:
+        from sine_model.training.adapt import adapt_propagator
+
+        adapt_propagator(propagator, pairs, args.adapt, classes=args.classes)
     items = targets if isinstance(targets, list) else [targets]
     has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
     n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)

@@ -347,10 +347,12 @@ class Propagator:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _fingerprint_encoder(self) -> str:
-        # Encoder weights are frozen; a digest of a few tensors catches a swapped-in checkpoint.
-        enc = self.model.image_encoder.encoder
-        probes = [enc.patch_embed.proj.weight, enc.pos_embed, enc.blocks[-1].mlp.fc2.weight]
-        return content_key(torch.cat([p.detach().float().flatten()[:65536].cpu() for p in probes]))
+        # Encoder weights are frozen; a digest of the start of every tensor catches a swapped-in checkpoint
+        # (any encoder: DINOv2 or the embedded ones).
+        tensors = list(self.model.image_encoder.encoder.state_dict().values())
+        if not tensors:
+            return "parameter-free"
+        return content_key(torch.cat([t.detach().float().flatten()[:4096].cpu() for t in tensors]))
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         """Neck features for (B, 3, P, P) images; ViT features come from the cache when possible."""

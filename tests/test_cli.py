@@ -348,3 +348,22 @@ def test_no_model_installed_says_how_to_import(capsys, data, monkeypatch):
     monkeypatch.setattr(cli, "_load_model", REAL_LOAD_MODEL)
     code, _, err = propagate(capsys, data, "--stack-axis", "0")
     assert_bad_input(code, err, data / "out", "napari-sine weights import", "--model")
+
+
+def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
+    import sine_model.training.adapt as adapt_module
+
+    calls = []
+    real = adapt_module.adapt_propagator
+
+    def spy(propagator, pairs, seconds, classes=None):
+        calls.append(seconds)
+        return real(propagator, pairs, seconds, classes=classes)
+
+    monkeypatch.setattr(adapt_module, "adapt_propagator", spy)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "id", "--adapt", "1")
+    assert code == 0, err
+    assert calls == [1.0]
+    assert tifffile.imread(data / "out" / "labels_id.tif").shape == (3, H, W)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--adapt", "-2", "--overwrite")
+    assert code == 2 and "--adapt needs a positive number of seconds" in err

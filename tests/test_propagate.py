@@ -288,3 +288,15 @@ def test_saturated_tiles_are_redone_with_smaller_tiles(model):
     strict._process = lambda *a, **k: (seen.append(a[3]), original.__func__(strict, *a, **k))[1]
     next(strict.propagate(target, modes=("instance",)))
     assert seen == [112]
+
+
+@pytest.mark.parametrize("kind", ["cnn", "filterbank"])
+def test_engine_runs_the_embedded_models(kind):
+    from sine_model.embedded import build_embedded
+
+    torch.manual_seed(0)
+    p = Propagator(build_embedded(kind).eval(), device="cpu", pad=112, score_thresholds=KEEP_ALL,
+                   dense_refinement=0)
+    p.set_references([_reference()])
+    result = next(p.propagate(np.zeros((60, 70), np.uint8)))
+    assert result.shape == (60, 70) and set(result.labels) == {"id", "instance", "semantic"}

@@ -1,8 +1,11 @@
 """Training code for SINE: losses with query matching, episode data (synthetic scenes, augmentation,
-pair sampling, folders of labelled images)."""
+pair sampling, folders of labelled images), the training loop and test-time adaptation."""
 
+from .adapt import AdaptResult, adapt, adapt_propagator
 from .augment import AugmentConfig, augment
+from .config import load_config
 from .folders import FileItem, folder_groups
+from .loop import Trainer, train
 from .losses import SetCriterion, dice_loss, sigmoid_bce_loss
 from .matcher import HungarianMatcher, class_indices, match_ids
 from .pairs import Episode, PairConfig, PairItem, PairSampler
@@ -10,6 +13,12 @@ from .points import point_sample, uncertain_points, uniform_points
 from .synthetic import SceneConfig, make_group, make_scene, synthetic_groups
 
 __all__ = [
+    "adapt",
+    "adapt_propagator",
+    "AdaptResult",
+    "load_config",
+    "Trainer",
+    "train",
     "SetCriterion",
     "HungarianMatcher",
     "match_ids",
