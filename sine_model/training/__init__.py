@@ -1,7 +1,7 @@
 """Training code for SINE: losses with query matching, episode data (synthetic scenes, augmentation,
 pair sampling, folders of labelled images), the training loop and test-time adaptation."""
 
-from .adapt import AdaptResult, adapt, adapt_propagator
+from .adapt import AdaptResult, adapt_propagator
 from .augment import AugmentConfig, augment
 from .config import load_config
 from .folders import FileItem, folder_groups
@@ -13,7 +13,6 @@ from .points import point_sample, uncertain_points, uniform_points
 from .synthetic import SceneConfig, make_group, make_scene, synthetic_groups
 
 __all__ = [
-    "adapt",
     "adapt_propagator",
     "AdaptResult",
     "load_config",
