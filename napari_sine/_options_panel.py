@@ -1,0 +1,162 @@
+"""The Model section: modes, model preset, device, score threshold, scale, memory, adaptation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QStandardItemModel
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QToolButton,
+    QWidget,
+)
+
+from sine_model.presets import PRESETS
+from sine_model.propagate import DEFAULT_THRESHOLDS, MODES
+
+from ._inputs import InputError
+from ._models import ModelChoice, available_devices, default_model, model_choice, model_choices
+from ._settings import WidgetSettings
+
+__all__ = ["OptionsPanel"]
+
+MODE_TIPS = {
+    "id": "ID: the same objects as in the reference, keeping their label ids",
+    "instance": "instance: every object of the referenced kind(s), new id per object",
+    "semantic": "semantic: the region of each class",
+}
+
+
+class OptionsPanel(QGroupBox):
+    """Run options; :meth:`settings_into` / :meth:`apply_settings` connect them to the settings."""
+
+    def __init__(self, on_change: Callable[[], None], parent: QWidget | None = None) -> None:
+        super().__init__("Model and options", parent)
+        self.modes = {mode: QCheckBox(mode) for mode in MODES}
+        for mode, box in self.modes.items():
+            box.setToolTip(MODE_TIPS[mode])
+            box.setChecked(True)
+        self.model = QComboBox()
+        self.model.setToolTip("model preset; presets whose weights are missing are listed but disabled "
+                              "(their tooltip says how to install them)")
+        self.refresh_models_button = QToolButton()
+        self.refresh_models_button.setText("↻")
+        self.refresh_models_button.setToolTip("look again for installed models (after "
+                                              "`napari-sine weights import …`)")
+        self.refresh_models_button.clicked.connect(self.refresh_models)
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.device.setToolTip("only devices that work on this machine are listed; auto picks CUDA, "
+                               "then MPS, then CPU")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.05, 0.99)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setToolTip("minimum score of ID and instance proposals during the run (semantic "
+                                  f"regions use {DEFAULT_THRESHOLDS['semantic']})")
+        self.scale = QDoubleSpinBox()
+        self.scale.setRange(0.05, 4.0)
+        self.scale.setSingleStep(0.05)
+        self.scale.setToolTip("resize images by this factor before the model sees them: below 1 for large "
+                              "objects or speed, above 1 for small objects")
+        self.memory = QCheckBox("time-lapse memory (ID)")
+        self.memory.setToolTip("for one stack in time order: earlier predicted frames help the ID mode")
+        self.adapt = QCheckBox("test-time adaptation")
+        self.adapt.setEnabled(False)
+        self.adapt.setToolTip("not available in this version of napari-sine")
+        modes_row = QHBoxLayout()
+        for box in self.modes.values():
+            modes_row.addWidget(box)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.refresh_models_button)
+        form = QFormLayout(self)
+        form.addRow("modes", modes_row)
+        form.addRow("model", model_row)
+        form.addRow("device", self.device)
+        form.addRow("score threshold", self.threshold)
+        form.addRow("scale", self.scale)
+        form.addRow(self.memory)
+        form.addRow(self.adapt)
+        self._choices: list[ModelChoice] = []
+        self.refresh_models()
+        for box in self.modes.values():
+            box.toggled.connect(on_change)
+        self.model.currentIndexChanged.connect(on_change)
+        self.device.currentIndexChanged.connect(on_change)
+        self.threshold.valueChanged.connect(on_change)
+        self.scale.valueChanged.connect(on_change)
+        self.memory.toggled.connect(on_change)
+
+    # -- models -------------------------------------------------------------------------------------
+
+    def refresh_models(self, prefer: str = "") -> None:
+        """Re-read the preset registry and the installed weights."""
+        wanted = prefer or self.model_name()
+        self._choices = model_choices()
+        self.model.blockSignals(True)
+        self.model.clear()
+        items = self.model.model()
+        for index, choice in enumerate(self._choices):
+            self.model.addItem(choice.label, choice.name)
+            tip = f"{choice.description}\nweights licence: {choice.licence}"
+            tip = tip if choice.installed else choice.hint
+            self.model.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
+            if not choice.installed and isinstance(items, QStandardItemModel):
+                items.item(index).setEnabled(False)
+        names = [c.name for c in self._choices]
+        installed = {c.name for c in self._choices if c.installed}
+        default = default_model(self._choices)
+        pick = wanted if wanted in installed else (default.name if default else (names[0] if names else ""))
+        if pick:
+            self.model.setCurrentIndex(names.index(pick))
+        self.model.blockSignals(False)
+
+    def model_name(self) -> str:
+        return str(self.model.currentData() or "")
+
+    def model_choice(self) -> ModelChoice:
+        """The chosen, installed model (raises InputError with install steps otherwise)."""
+        name = self.model_name()
+        if name not in PRESETS:
+            raise InputError("no model chosen: pick one in the model list (↻ re-reads installed models)")
+        choice = model_choice(PRESETS[name])  # checked again: weights may have been removed meanwhile
+        if not choice.installed:
+            raise InputError(f"model '{name}' is not installed — {choice.hint}")
+        return choice
+
+    # -- values -------------------------------------------------------------------------------------
+
+    def chosen_modes(self) -> tuple[str, ...]:
+        modes = tuple(mode for mode, box in self.modes.items() if box.isChecked())
+        if not modes:
+            raise InputError("no mode chosen: tick ID, instance and/or semantic")
+        return modes
+
+    def thresholds(self) -> dict[str, float]:
+        value = round(self.threshold.value(), 4)
+        return {"id": value, "instance": value}
+
+    def apply_settings(self, settings: WidgetSettings) -> None:
+        for mode, box in self.modes.items():
+            box.setChecked(mode in settings.modes)
+        if settings.model:
+            self.refresh_models(prefer=settings.model)
+        index = self.device.findText(settings.device)
+        self.device.setCurrentIndex(max(index, 0))
+        self.threshold.setValue(settings.threshold)
+        self.scale.setValue(settings.scale)
+        self.memory.setChecked(settings.memory)
+
+    def settings_into(self, settings: WidgetSettings) -> None:
+        settings.modes = [mode for mode, box in self.modes.items() if box.isChecked()]
+        settings.model = self.model_name()
+        settings.device = self.device.currentText()
+        settings.threshold = round(self.threshold.value(), 4)
+        settings.scale = round(self.scale.value(), 4)
+        settings.memory = self.memory.isChecked()

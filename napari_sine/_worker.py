@@ -1,0 +1,188 @@
+"""The work that runs off napari's main thread: load the model, encode references, propagate.
+
+:func:`propagation_steps` is a plain generator (no Qt, no napari): the widget runs it in a
+``napari.qt.threading`` generator worker. It yields a :class:`Status` while loading, one
+:class:`Started` when the references are encoded, then one ``TargetResult`` per target. Cancelling the
+worker stops at the next yield, that is within one target, and keeps what was yielded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sine_model.presets import get_preset
+from sine_model.propagate import Propagator, TargetResult
+from sine_model.weights import from_pretrained, installed_weights
+
+__all__ = ["RunRequest", "Status", "Started", "ModelHolder", "RunFailed", "propagation_steps"]
+
+
+class RunFailed(Exception):
+    """Any error of a run, wrapped.
+
+    superqt's generator worker treats a ``RuntimeError`` raised by the generator as "the worker was
+    deleted": it would swallow it and never emit ``finished``. Torch errors (out of memory, …) and
+    the weights errors are ``RuntimeError`` subclasses, so every error leaves the generator wrapped.
+
+    Parameters
+    ----------
+    error : Exception
+        The original error (also ``__cause__``).
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a run needs, gathered on the main thread.
+
+    Parameters
+    ----------
+    preset : str
+        Preset name (its weights must be installed).
+    device : str
+        ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+    modes : tuple of str
+        Modes to propagate.
+    thresholds : mapping
+        Per-mode score thresholds.
+    scale : float
+        Resize factor before tiling.
+    memory : bool
+        Time-lapse memory for ID proposals.
+    pairs : sequence of (image, labels)
+        Reference pairs as 2D arrays.
+    classes : mapping or None
+        Label → class id.
+    targets : sequence
+        2D target images (numpy views or lazy arrays), in run order.
+    channel_axis : int or None
+        -1 for RGB images.
+    precision : str
+        Autocast precision (``auto``, ``fp32``, ``bf16``, ``fp16``).
+    batch_size : int
+        Tiles per model call.
+    """
+
+    preset: str
+    device: str
+    modes: tuple[str, ...]
+    thresholds: Mapping[str, float]
+    scale: float
+    memory: bool
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]]
+    classes: Mapping[int, int] | None
+    targets: Sequence[Any]
+    channel_axis: int | None = None
+    precision: str = "auto"
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Status:
+    """A progress message before the first target."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """References are encoded; targets follow.
+
+    Parameters
+    ----------
+    total : int
+        Number of targets.
+    device : str
+        Device the model runs on.
+    pad : int
+        Model input side.
+    weights_sha256 : str or None
+        SHA-256 of the weights file used.
+    """
+
+    total: int
+    device: str
+    pad: int
+    weights_sha256: str | None
+
+
+@dataclass
+class ModelHolder:
+    """Keeps the last model and propagator, so that re-runs reuse the encoder's feature cache.
+
+    Owned by one widget; only one run at a time uses it (the widget disables Run meanwhile).
+    """
+
+    key: tuple[Any, ...] | None = None
+    propagator: Propagator | None = None
+    sha256: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, request: RunRequest) -> Propagator:
+        """A propagator for the request's model, device, precision, scale and channels."""
+        preset = get_preset(request.preset)
+        installed = installed_weights(preset)
+        sha = installed.sha256 if installed is not None else None
+        key = (preset.name, sha, request.device, request.precision, request.scale, request.channel_axis,
+               request.batch_size)
+        with self._lock:
+            if self.key != key or self.propagator is None:
+                self.propagator = None  # free the old model before loading another
+                model = from_pretrained(preset, device=None)
+                self.propagator = Propagator(
+                    model,
+                    device=request.device,
+                    precision=request.precision,
+                    pad=preset.input.pad_size,
+                    scale=request.scale,
+                    batch_size=request.batch_size,
+                    channel_axis=request.channel_axis,
+                )
+                self.key, self.sha256 = key, sha
+            self.propagator.thresholds = {**self.propagator.thresholds, **request.thresholds}
+            return self.propagator
+
+    def clear(self) -> None:
+        """Forget the model (frees its memory)."""
+        with self._lock:
+            self.key = self.propagator = self.sha256 = None
+
+
+def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Status | Started | TargetResult]:
+    """Run one propagation, yielding progress and one result per target.
+
+    Parameters
+    ----------
+    holder : ModelHolder
+        Provides (and caches) the propagator.
+    request : RunRequest
+        What to run.
+
+    Yields
+    ------
+    Status, Started or TargetResult
+
+    Raises
+    ------
+    RunFailed
+        Wrapping whatever went wrong.
+    """
+    try:
+        yield Status(f"loading model {request.preset}")
+        propagator = holder.get(request)
+        yield Status(f"encoding {len(request.pairs)} reference(s) on {propagator.device}")
+        propagator.set_references(list(request.pairs), dict(request.classes) if request.classes else None)
+        total = propagator.validate_targets(list(request.targets), None, check_values=False)
+        yield Started(total, str(propagator.device), propagator.pad, holder.sha256)
+        yield from propagator.propagate(list(request.targets), request.modes, memory=request.memory)
+    except Exception as error:
+        raise RunFailed(error) from error

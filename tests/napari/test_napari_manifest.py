@@ -1,0 +1,61 @@
+"""The npe2 manifest: valid on the installed plugin, discovered by napari, contributions work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import npe2
+import pytest
+from sine_plugin_helpers import WARNINGS_AS_ERRORS
+from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixture `plugin_env`
+from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
+from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
+
+from napari_sine._widget import SineWidget
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = WARNINGS_AS_ERRORS
+
+
+@pytest.fixture
+def installed():
+    try:
+        return distribution("napari-sine")
+    except PackageNotFoundError:
+        pytest.skip("napari-sine is not installed (pip install -e .)")
+
+
+def test_manifest_copies_are_identical():
+    assert (ROOT / "napari.yaml").read_bytes() == (ROOT / "napari_sine" / "napari.yaml").read_bytes()
+
+
+def test_npe2_validate_installed_plugin(installed):
+    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-sine"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+    manifest = npe2.PluginManifest.from_distribution("napari-sine")
+    manifest.validate_imports()  # every python_name imports
+    assert {w.display_name for w in manifest.contributions.widgets} == {"SINE"}
+    assert [s.key for s in manifest.contributions.sample_data] == ["nuclei"]
+
+
+def test_napari_discovers_plugin(installed, make_napari_viewer, plugin_env):
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    manager = npe2.PluginManager.instance()
+    assert manager.get_manifest("napari-sine").name == "napari-sine"
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-sine", "SINE")
+    assert isinstance(widget, SineWidget)
+    viewer.open_sample("napari-sine", "nuclei")
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["reference", "reference labels", "targets", "targets ground truth"]
+    assert viewer.layers["targets"].data.shape == (3, 520, 696)
+    assert widget.references.rows[0].labels.layer() is viewer.layers["reference labels"]
+    assert widget.targets.checked_layers() == [viewer.layers["targets"]]

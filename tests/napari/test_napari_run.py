@@ -1,0 +1,197 @@
+"""Runs on the bundled sample with the tiny preset: layers, content, provenance, cancel, stalls."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import pytest
+from sine_plugin_helpers import TINY_PRESET, WARNINGS_AS_ERRORS, StallMeter, wait_for_run
+from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixture `plugin_env`
+from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
+from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
+
+from napari_sine._layers import FEATURE_COLUMNS, SINE_KEY
+from sine_model.weights import installed_weights
+
+MODES = ("id", "instance", "semantic")
+
+pytestmark = WARNINGS_AS_ERRORS
+
+
+def test_full_run_creates_proposal_layers(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    targets = viewer.layers["targets"]
+    targets.scale, targets.translate = (2.0, 0.5, 0.5), (0.0, 10.0, -4.0)
+    targets.axis_labels = ("t", "y", "x")
+    assert widget.targets.checked_layers() == [targets]
+    user_layers = {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
+    widget.options.threshold.setValue(0.05)  # random tiny weights give low scores
+    widget.run()
+    assert widget.runner.running and not widget.run_button.isEnabled()
+    wait_for_run(qtbot, widget)
+    assert widget.status.text() == "done: 3 target(s)"
+    for mode in MODES:
+        layer = viewer.layers[f"targets [SINE {mode}]"]
+        assert layer.data.shape == (3, 520, 696)
+        assert np.issubdtype(layer.data.dtype, np.unsignedinteger)
+        np.testing.assert_allclose(layer.scale, targets.scale)
+        np.testing.assert_allclose(layer.translate, targets.translate)
+        assert tuple(layer.axis_labels) == ("t", "y", "x")
+        features = layer.features
+        assert tuple(features.columns) == FEATURE_COLUMNS
+        assert (features["score"] >= 0).all()
+        if mode != "semantic":  # semantic scores are unnormalised sums
+            assert features["score"].between(0, 1).all()
+        assert set(features["plane"]) <= {0, 1, 2}
+        for value, plane in zip(features["index"], features["plane"], strict=True):
+            assert (layer.data[plane] == value).any()  # every scored object is in the layer
+        present = {(p, int(v)) for p in range(3) for v in np.unique(layer.data[p]) if v}
+        assert present == {(int(p), int(v)) for p, v in zip(features["plane"], features["index"],
+                                                               strict=True)}
+        record = layer.metadata[SINE_KEY]
+        assert record["kind"] == "proposal" and record["mode"] == mode
+        assert record["model"]["preset"] == TINY_PRESET
+        assert record["model"]["weights_sha256"] == installed_weights(TINY_PRESET).sha256
+        assert record["references"][0]["labels"]["layer"] == "reference labels"
+        assert record["parameters"]["scale"] == 0.16 and record["parameters"]["device"] == "cpu"
+        assert record["target"] == {"layer": "targets", "source": None, "stack_axis": 0,
+                                    "shape": [3, 520, 696]}
+        assert record["targets_done"] == 3 and record["cancelled"] is False
+        assert {"torch", "napari", "numpy", "napari-sine"} <= set(record["versions"])
+        assert record["cli"] is None and record["cli_missing"]  # painted in napari: no files to replay
+    instance = viewer.layers["targets [SINE instance]"].features
+    assert instance["index"].is_unique  # instance ids are unique across the stack
+    semantic = viewer.layers["targets [SINE semantic]"]
+    assert semantic.data.any() and set(np.unique(semantic.data)) <= {0, 1}
+    for name, data in user_layers.items():  # the user's layers are untouched
+        np.testing.assert_array_equal(viewer.layers[name].data, data)
+    assert widget.review.proposals.layer() is viewer.layers["targets [SINE id]"]
+
+    widget.run()  # a re-run reuses the proposal layers
+    wait_for_run(qtbot, widget)
+    assert sum("[SINE" in layer.name for layer in viewer.layers) == 3
+
+
+def test_several_2d_target_layers(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    stack = viewer.layers["targets"].data
+    first = viewer.add_image(stack[0], name="one")
+    second = viewer.add_image(stack[1], name="two")
+    widget.targets.set_checked([first, second])
+    for mode in ("id", "semantic"):
+        widget.options.modes[mode].setChecked(False)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    assert viewer.layers["one [SINE instance]"].data.shape == (520, 696)
+    assert viewer.layers["two [SINE instance]"].metadata[SINE_KEY]["target"]["stack_axis"] is None
+    assert "one [SINE id]" not in viewer.layers
+
+
+def test_time_lapse_memory_run(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    for mode in ("instance", "semantic"):
+        widget.options.modes[mode].setChecked(False)
+    assert widget.options.memory.isEnabled()  # one stack is ticked
+    widget.options.memory.setChecked(True)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    layer = viewer.layers["targets [SINE id]"]
+    assert layer.metadata[SINE_KEY]["parameters"]["memory"] is True
+    assert layer.metadata[SINE_KEY]["targets_done"] == 3
+
+
+def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    targets = viewer.layers["targets"]
+    long_stack = viewer.add_image(np.concatenate([targets.data] * 8), name="long")  # 24 targets
+    widget.targets.set_checked([long_stack])
+    widget.run()
+    qtbot.waitUntil(lambda: widget.runner.sink is not None and widget.runner.sink.done >= 1, timeout=120_000)
+    widget.cancel_button.click()
+    wait_for_run(qtbot, widget)
+    layer = viewer.layers["long [SINE semantic]"]
+    record = layer.metadata[SINE_KEY]
+    done = record["targets_done"]
+    assert record["cancelled"] is True and 1 <= done < 24
+    assert widget.status.text() == f"cancelled: {done} target(s) kept"
+    assert layer.data[:done].any() and not layer.data[done:].any()
+    assert widget.run_button.isEnabled()
+
+
+def test_event_loop_never_stalls(sample_viewer, qtbot, monkeypatch, record_property):
+    """No event-loop stall during a run is longer than 100 ms.
+
+    A 10 ms QTimer records the longest gap between its ticks, from the Run click to the end. Two
+    things outside the plugin's control are kept out of the verdict and reported instead:
+
+    * napari's own cost of adding a layer (vispy visuals, 100–250 ms on a loaded 2-vCPU VM), paid when
+      a proposal layer is made (first result per mode; re-runs reuse the layers);
+    * Python's full garbage collection, which holds the GIL for a time proportional to all live
+      objects of the process (about 0.7 s in a test session), whichever thread triggers it: the test
+      collects before measuring, as benchmarks do.
+    """
+    viewer, widget = sample_viewer
+    meter = StallMeter()
+    meter.start()
+    qtbot.wait(1000)  # idle baseline: what the machine itself allows
+    meter.stop()
+    if meter.max_gap > 0.100:
+        pytest.skip(f"the machine is too busy to measure: the idle event loop already stalls "
+                    f"{meter.max_gap * 1000:.0f} ms")
+    adds: list[tuple[float, float]] = []  # (start, end) of napari's add_labels, s since meter start
+    add_labels = type(viewer).add_labels
+
+    def timed_add_labels(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return add_labels(self, *args, **kwargs)
+        finally:
+            adds.append((start - meter.origin, time.perf_counter() - meter.origin))
+
+    monkeypatch.setattr(type(viewer), "add_labels", timed_add_labels)
+
+    def measured_run() -> tuple[list[tuple[float, float]], float]:
+        gc.collect()
+        adds.clear()
+        meter.start()
+        widget.run()  # the click is measured too
+        wait_for_run(qtbot, widget)
+        meter.stop()
+        assert widget.status.text() == "done: 3 target(s)"
+        assert meter.ticks > 10
+        return list(meter.long_gaps), meter.max_gap
+
+    first_gaps, _ = measured_run()
+    layer_adds = list(adds)
+    assert len(layer_adds) == 3  # one proposal layer per mode, made while the run streams
+
+    def explained(gap: tuple[float, float]) -> bool:  # the gap overlaps napari adding a layer
+        start, length = gap
+        return any(a < start + length and start < b for a, b in layer_adds)
+
+    unexplained = [gap for gap in first_gaps if not explained(gap)]
+    rerun_gaps, rerun_max = measured_run()
+    add_ms = [round((b - a) * 1000) for a, b in layer_adds]
+    record_property("add_labels_ms", add_ms)
+    record_property("first_run_gaps", first_gaps)
+    record_property("rerun_max_stall_ms", round(rerun_max * 1000))
+    print(f"\nfirst run: gaps > 50 ms {first_gaps} (s since click, length); napari add_labels "
+          f"{add_ms} ms; re-run longest stall {rerun_max * 1000:.0f} ms")
+    assert all(length <= 0.100 for _, length in unexplained), f"first run stalls {unexplained}"
+    assert rerun_max <= 0.100, f"re-run stalls {rerun_gaps}"
+
+
+def test_failure_in_the_worker_is_a_notification(sample_viewer, qtbot, monkeypatch):
+    from sine_plugin_helpers import collect_notifications
+
+    messages = collect_notifications(monkeypatch)
+    viewer, widget = sample_viewer
+    weights = installed_weights(TINY_PRESET).path
+    weights.write_bytes(weights.read_bytes() + b"damaged")
+    widget.run()
+    wait_for_run(qtbot, widget)
+    assert any("SINE:" in m and "sha256" in m for m in messages), messages
+    assert widget.run_button.isEnabled() and widget.status.text().startswith("failed")
+    assert not any("[SINE" in layer.name for layer in viewer.layers)  # nothing half-made is left
