@@ -53,7 +53,8 @@ def _parse_modes(text: str) -> tuple[str, ...]:
     return modes
 
 
-def _parse_classes(text: str) -> dict[int, int]:
+def parse_classes(text: str) -> dict[int, int]:
+    """Parse ``LABEL:CLASS,...`` (argparse type of every ``--classes`` option)."""
     classes: dict[int, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         label, sep, cls = item.partition(":")
@@ -101,7 +102,7 @@ def _add_propagate(subparsers: Any) -> None:
     for mode in MODES:
         add(f"--threshold-{mode}", type=float, metavar="X", help=f"score threshold of the {mode} mode")
     add("--channel-axis", type=int, metavar="N", help="channel axis of multichannel images")
-    add("--classes", type=_parse_classes, metavar="LABEL:CLASS,...",
+    add("--classes", type=parse_classes, metavar="LABEL:CLASS,...",
         help="semantic class of each label (default: all one class)")
     p.set_defaults(handler=_propagate_command)
 

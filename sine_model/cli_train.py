@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sine_model.cli import parse_classes
+
 __all__ = ["add_train_commands", "cmd_train", "cmd_adapt"]
 
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
@@ -30,21 +32,6 @@ examples:
 outputs: config.json, log.jsonl + log.csv (step, lr, seconds, loss terms), checkpoints/step_N/
 (safetensors + state.json), model.safetensors at the end.
 """
-
-
-def _classes(text: str) -> dict[int, int]:
-    classes: dict[int, int] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        label, sep, cls = item.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            classes[int(label)] = int(cls)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"bad --classes item {item!r}: write LABEL:CLASS pairs, e.g. 1:1,2:2"
-            ) from None
-    return classes
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -149,7 +136,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--pad", type=int, default=224, help="training crop side, multiple of 14 (default 224)")
     a.add_argument("--scale", type=float, default=1.0, help="resize factor used at inference")
     a.add_argument("--channel-axis", type=int, metavar="N", help="channel axis of multichannel images")
-    a.add_argument("--classes", type=_classes, metavar="LABEL:CLASS,...", help="class of each label")
+    a.add_argument("--classes", type=parse_classes, metavar="LABEL:CLASS,...", help="class of each label")
     a.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(handler=cmd_adapt)

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .encoder import build_neck
 from .filter_bank import FilterBank
-from .layers import LayerNorm2d
 from .mformer import MFormer
 from .model import SINE
 
@@ -190,13 +190,7 @@ class EmbeddedImageEncoder(nn.Module):
     def __init__(self, encoder: nn.Module, out_dim: int = 128, freeze_encoder: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
-        in_dim = int(encoder.out_dim)
-        self.neck = nn.Sequential(
-            nn.Conv2d(in_dim, out_dim, kernel_size=1, bias=False),
-            LayerNorm2d(out_dim),
-            nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_dim),
-        )
+        self.neck = build_neck(int(encoder.out_dim), out_dim)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)

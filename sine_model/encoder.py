@@ -23,7 +23,9 @@ from torch import Tensor, nn
 
 from .layers import LayerNorm2d
 
-__all__ = ["EncoderConfig", "ENCODER_CONFIGS", "DinoV2Encoder", "ImageEncoder", "encoder_config"]
+__all__ = [
+    "EncoderConfig", "ENCODER_CONFIGS", "DinoV2Encoder", "ImageEncoder", "build_neck", "encoder_config",
+]
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,16 @@ class DinoV2Encoder(VisionTransformer):
         return tokens[:, 1:].transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
 
 
+def build_neck(in_dim: int, out_dim: int = 256) -> nn.Sequential:
+    """SINE's SAM-style neck: 1×1 conv, LayerNorm2d, 3×3 conv, LayerNorm2d (official keys ``neck.0..3``)."""
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, kernel_size=1, bias=False),
+        LayerNorm2d(out_dim),
+        nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
+        LayerNorm2d(out_dim),
+    )
+
+
 class ImageEncoder(nn.Module):
     """DINOv2 encoder + SAM-style neck (1×1 conv, LN2d, 3×3 conv, LN2d), stride 14.
 
@@ -161,12 +173,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: EncoderConfig, out_dim: int = 256, freeze_encoder: bool = True) -> None:
         super().__init__()
         self.encoder = DinoV2Encoder(config)
-        self.neck = nn.Sequential(
-            nn.Conv2d(config.embed_dim, out_dim, kernel_size=1, bias=False),
-            LayerNorm2d(out_dim),
-            nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_dim),
-        )
+        self.neck = build_neck(config.embed_dim, out_dim)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)
