@@ -134,9 +134,10 @@ class ProposalSink:
         self._flushed: dict[int, float] = {}
         self.done = 0
 
-    def annotate(self, model_sha256: str | None, device: str) -> None:
-        """Record the weights hash and the device (known once the model is loaded)."""
-        self.run_info = {"weights_sha256": model_sha256, "device": device}
+    def annotate(self, model_sha256: str | None, device: str,
+                 adaptation: dict[str, Any] | None = None) -> None:
+        """Record the weights hash, the device and the adaptation (known once the model is loaded)."""
+        self.run_info = {"weights_sha256": model_sha256, "device": device, "adaptation": adaptation}
         for layer in self.layers.values():
             self._apply_run_info(layer.metadata[SINE_KEY])
 
@@ -144,6 +145,7 @@ class ProposalSink:
         if self.run_info:
             record["model"]["weights_sha256"] = self.run_info["weights_sha256"]
             record["parameters"]["device"] = self.run_info["device"]
+            record["adaptation"] = self.run_info["adaptation"]
 
     def layer(self, target: Image, mode: str) -> Labels:
         """The proposal layer of ``mode`` for ``target``, made or reset on first use."""

@@ -67,8 +67,14 @@ class OptionsPanel(QGroupBox):
         self.memory = QCheckBox("time-lapse memory (ID)")
         self.memory.setToolTip("for one stack in time order: earlier predicted frames help the ID mode")
         self.adapt = QCheckBox("test-time adaptation")
-        self.adapt.setEnabled(False)
-        self.adapt.setToolTip("not available in this version of napari-sine")
+        self.adapt.setToolTip("before propagating, fine-tune the neck and decoder of a copy of the model "
+                              "on your references (the encoder stays frozen; the model on disk is not "
+                              "changed). Cancel takes effect once the adaptation is over")
+        self.adapt_seconds = QDoubleSpinBox()
+        self.adapt_seconds.setRange(1.0, 600.0)
+        self.adapt_seconds.setDecimals(0)
+        self.adapt_seconds.setSuffix(" s")
+        self.adapt_seconds.setToolTip("time budget of the adaptation")
         modes_row = QHBoxLayout()
         for box in self.modes.values():
             modes_row.addWidget(box)
@@ -82,7 +88,10 @@ class OptionsPanel(QGroupBox):
         form.addRow("score threshold", self.threshold)
         form.addRow("scale", self.scale)
         form.addRow(self.memory)
-        form.addRow(self.adapt)
+        adapt_row = QHBoxLayout()
+        adapt_row.addWidget(self.adapt)
+        adapt_row.addWidget(self.adapt_seconds)
+        form.addRow(adapt_row)
         self._choices: list[ModelChoice] = []
         self.refresh_models()
         for box in self.modes.values():
@@ -92,6 +101,9 @@ class OptionsPanel(QGroupBox):
         self.threshold.valueChanged.connect(on_change)
         self.scale.valueChanged.connect(on_change)
         self.memory.toggled.connect(on_change)
+        self.adapt.toggled.connect(on_change)
+        self.adapt.toggled.connect(self.adapt_seconds.setEnabled)
+        self.adapt_seconds.valueChanged.connect(on_change)
 
     # -- models -------------------------------------------------------------------------------------
 
@@ -138,6 +150,10 @@ class OptionsPanel(QGroupBox):
             raise InputError("no mode chosen: tick ID, instance and/or semantic")
         return modes
 
+    def adapt_budget(self) -> float:
+        """Seconds of test-time adaptation (0 when it is off)."""
+        return float(self.adapt_seconds.value()) if self.adapt.isChecked() else 0.0
+
     def thresholds(self) -> dict[str, float]:
         value = round(self.threshold.value(), 4)
         return {"id": value, "instance": value}
@@ -152,6 +168,9 @@ class OptionsPanel(QGroupBox):
         self.threshold.setValue(settings.threshold)
         self.scale.setValue(settings.scale)
         self.memory.setChecked(settings.memory)
+        self.adapt_seconds.setValue(settings.adapt_seconds)
+        self.adapt.setChecked(settings.adapt)
+        self.adapt_seconds.setEnabled(settings.adapt)
 
     def settings_into(self, settings: WidgetSettings) -> None:
         settings.modes = [mode for mode, box in self.modes.items() if box.isChecked()]
@@ -160,3 +179,5 @@ class OptionsPanel(QGroupBox):
         settings.threshold = round(self.threshold.value(), 4)
         settings.scale = round(self.scale.value(), 4)
         settings.memory = self.memory.isChecked()
+        settings.adapt = self.adapt.isChecked()
+        settings.adapt_seconds = float(self.adapt_seconds.value())

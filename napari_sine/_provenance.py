@@ -90,6 +90,8 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
         args += [f"--threshold-{mode}", str(value)]
     if params["memory"]:
         args.append("--memory")
+    if params.get("adapt_seconds"):
+        args += ["--adapt", f"{params['adapt_seconds']:g}"]
     if params.get("channel_axis") is not None:
         args += ["--channel-axis", str(params["channel_axis"])]
     if params["classes"]:

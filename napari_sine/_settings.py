@@ -51,6 +51,10 @@ class WidgetSettings:
         Review filter: proposals below it are hidden and not accepted.
     accept_scope : str
         ``all`` targets or the ``current`` one.
+    adapt : bool
+        Test-time adaptation before propagating.
+    adapt_seconds : float
+        Its time budget.
     """
 
     model: str = ""
@@ -61,6 +65,8 @@ class WidgetSettings:
     memory: bool = False
     min_score: float = 0.0
     accept_scope: str = "all"
+    adapt: bool = False
+    adapt_seconds: float = 30.0
 
     @classmethod
     def load(cls, path: Path | None = None) -> WidgetSettings:

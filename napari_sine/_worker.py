@@ -70,6 +70,9 @@ class RunRequest:
         Autocast precision (``auto``, ``fp32``, ``bf16``, ``fp16``).
     batch_size : int
         Tiles per model call.
+    adapt_seconds : float
+        Test-time adaptation budget (0 = none): the neck and decoder of a copy of the model are
+        fine-tuned on the references first (:func:`sine_model.training.adapt.adapt_propagator`).
     """
 
     preset: str
@@ -84,6 +87,7 @@ class RunRequest:
     channel_axis: int | None = None
     precision: str = "auto"
     batch_size: int = 1
+    adapt_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,15 @@ class Started:
         Model input side.
     weights_sha256 : str or None
         SHA-256 of the weights file used.
+    adaptation : dict or None
+        Summary of the test-time adaptation (``seconds``, ``steps``, ``final_loss``), if any.
     """
 
     total: int
     device: str
     pad: int
     weights_sha256: str | None
+    adaptation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -124,6 +131,7 @@ class ModelHolder:
 
     key: tuple[Any, ...] | None = None
     propagator: Propagator | None = None
+    base_model: Any = None  # the loaded model; a run with adaptation swaps in an adapted copy
     sha256: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -147,14 +155,16 @@ class ModelHolder:
                     batch_size=request.batch_size,
                     channel_axis=request.channel_axis,
                 )
-                self.key, self.sha256 = key, sha
+                self.key, self.sha256, self.base_model = key, sha, model
+            elif self.propagator.model is not self.base_model:  # undo an earlier run's adaptation
+                self.propagator.model = self.base_model
             self.propagator.thresholds = {**self.propagator.thresholds, **request.thresholds}
             return self.propagator
 
     def clear(self) -> None:
         """Forget the model (frees its memory)."""
         with self._lock:
-            self.key = self.propagator = self.sha256 = None
+            self.key = self.propagator = self.sha256 = self.base_model = None
 
 
 def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Status | Started | TargetResult]:
@@ -180,9 +190,18 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
         yield Status(f"loading model {request.preset}")
         propagator = holder.get(request)
         yield Status(f"encoding {len(request.pairs)} reference(s) on {propagator.device}")
-        propagator.set_references(list(request.pairs), dict(request.classes) if request.classes else None)
+        classes = dict(request.classes) if request.classes else None
+        propagator.set_references(list(request.pairs), classes)  # checks them before any adaptation
+        adaptation = None
+        if request.adapt_seconds > 0:
+            from sine_model.training.adapt import adapt_propagator
+
+            yield Status(f"adapting the model to the references (at most {request.adapt_seconds:g} s)")
+            result = adapt_propagator(propagator, list(request.pairs), request.adapt_seconds, classes=classes)
+            adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
+                          "final_loss": round(result.losses[-1], 6) if result.losses else None}
         total = propagator.validate_targets(list(request.targets), None, check_values=False)
-        yield Started(total, str(propagator.device), propagator.pad, holder.sha256)
+        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation)
         yield from propagator.propagate(list(request.targets), request.modes, memory=request.memory)
     except Exception as error:
         raise RunFailed(error) from error

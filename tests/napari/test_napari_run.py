@@ -102,6 +102,25 @@ def test_time_lapse_memory_run(sample_viewer, qtbot):
     assert layer.metadata[SINE_KEY]["targets_done"] == 3
 
 
+def test_test_time_adaptation_run(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    for mode in ("id", "semantic"):
+        widget.options.modes[mode].setChecked(False)
+    widget.options.adapt.setChecked(True)
+    widget.options.adapt_seconds.setValue(1)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
+    assert record["parameters"]["adapt_seconds"] == 1.0 and record["adaptation"]["steps"] >= 1
+    holder = widget.runner.holder
+    assert holder.propagator.model is not holder.base_model  # an adapted copy; the loaded model is kept
+    widget.options.adapt.setChecked(False)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    assert holder.propagator.model is holder.base_model
+    assert viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]["adaptation"] is None
+
+
 def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):
     viewer, widget = sample_viewer
     targets = viewer.layers["targets"]

@@ -32,7 +32,8 @@ def test_widget_docks_and_lists_models(make_napari_viewer, tiny_preset):
     assert combo.currentData() != OFFICIAL_PRESET
     devices = [widget.options.device.itemText(i) for i in range(widget.options.device.count())]
     assert devices[0] == "auto" and "cpu" in devices
-    assert not widget.options.adapt.isEnabled()  # no fake test-time adaptation
+    assert widget.options.adapt.isEnabled() and not widget.options.adapt.isChecked()
+    assert not widget.options.adapt_seconds.isEnabled()  # until adaptation is ticked
     assert widget.cancel_button.isEnabled() is False
 
 
@@ -64,12 +65,15 @@ def test_settings_are_remembered(make_napari_viewer, tiny_preset):
     widget.options.threshold.setValue(0.35)
     widget.options.modes["semantic"].setChecked(False)
     widget.review.min_score.setValue(0.2)
+    widget.options.adapt.setChecked(True)
+    widget.options.adapt_seconds.setValue(12)
     saved = WidgetSettings.load()
     assert saved.threshold == 0.35 and saved.modes == ["id", "instance"] and saved.min_score == 0.2
     again = SineWidget(viewer)
     assert again.options.threshold.value() == 0.35
     assert not again.options.modes["semantic"].isChecked()
     assert again.options.model_name() == TINY_PRESET
+    assert again.options.adapt_budget() == 12.0
     again.close()
 
 
@@ -140,13 +144,13 @@ def test_replay_command_parses_with_the_cli():
         "model": {"preset": "sine-vitl"},
         "parameters": {"modes": ["id", "instance"], "device_requested": "cuda:1", "precision": "auto",
                        "pad": 896, "scale": 0.5, "thresholds": {"id": 0.4, "instance": 0.4},
-                       "memory": True, "classes": {"1": 2}, "channel_axis": None},
+                       "memory": True, "classes": {"1": 2}, "channel_axis": None, "adapt_seconds": 20.0},
     }
     command, missing = cli_command(record)
     assert not missing
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert args.ref == ["/d/a.png"] and args.targets == ["/d/stack.tif"] and args.stack_axis == 0
     assert args.modes == ("id", "instance") and args.device == "cuda" and args.memory
-    assert args.threshold_id == 0.4 and args.classes == {1: 2} and args.scale == 0.5
+    assert args.threshold_id == 0.4 and args.classes == {1: 2} and args.scale == 0.5 and args.adapt == 20
     record["references"][0]["plane"] = 3
     assert cli_command(record)[0] is None
