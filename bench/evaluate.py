@@ -176,16 +176,28 @@ class ModelRunner:
     """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
 
     def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
-                 modes: Sequence[str] = ("id", "instance", "semantic")) -> None:
+                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0) -> None:
         from sine_model.propagate import Propagator
 
         self.name = name
         self.modes = tuple(modes)
         self.propagator = Propagator(model, device, pad=pad, scale=scale)
+        self.base_model = model
+        self.adapt_seconds = float(adapt_seconds)
+        self.adapt_steps: list[int] = []
+        self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
         self._ref_ndim = 2
 
     def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
-        self.propagator.set_references([(image, labels)], classes)
+        # every reference adapts a fresh copy of the base model (never the previous reference's)
+        self.propagator.model = self.base_model
+        if self.adapt_seconds > 0:
+            from sine_model.training.adapt import adapt_propagator
+
+            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes)
+            self.adapt_steps.append(result.steps)
+        else:
+            self.propagator.set_references([(image, labels)], classes)
         self._ref_ndim = np.ndim(image)
 
     def _like_reference(self, image: np.ndarray) -> np.ndarray:
@@ -220,11 +232,9 @@ def make_model(spec: str, device: str | None = None):
         torch.manual_seed(0)
         return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
                           num_decoder_layers=3, num_queries=10).eval(), 112
-    from sine_model.presets import PRESETS
-    from sine_model.weights import from_pretrained
+    from sine_model.weights import from_pretrained, preferred_pad
 
-    pad = PRESETS[spec].input.pad_size if spec in PRESETS else 896
-    return from_pretrained(spec, device), pad
+    return from_pretrained(spec, device), preferred_pad(spec)
 
 
 def _score(record: dict, truth: np.ndarray, pred: Prediction) -> dict:
@@ -263,7 +273,7 @@ def run_plan(runner: Runner, plan: Sequence[Pairing], id_crops: bool = True,
             start = time.perf_counter()
         log(f"  {runner.name:>18} | {pairing.dataset}/{pairing.group} ref {pairing.reference.name[:16]}: "
             + " ".join(f"{r['f1']:.2f}" for r in records[-len(loaded):]))
-        if id_crops and has_id:
+        if id_crops and has_id and getattr(runner, "id_crops", True):
             a_img, a_lab, b_img, b_lab = crop_pair(ref_image, ref_labels)
             runner.fit(a_img, a_lab)
             pred = next(iter(runner.predict([b_img])))
@@ -316,7 +326,10 @@ def _fmt(value: float) -> str:
 def markdown(rows: Sequence[dict], command: str, meta: dict) -> str:
     """The results section: table, command, date and machine."""
     lines = [SECTION, "", f"Command: `{command}`", "",
-             f"Date: {meta['date']} · machine: {meta['machine']} · model: {meta['model']}", "",
+             f"Date: {meta['date']} · machine: {meta['machine']} · model: {meta['model']}"
+             + "".join(f" · {name}: {a['mean_steps']:.0f} adaptation steps per reference on average"
+                       for name, a in meta.get("adapt", {}).items()),
+             "",
              "| dataset | method | pairs | semantic IoU | instance F1@0.5 | precision | recall | ID score "
              "| s/target |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -373,6 +386,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="preset name, .safetensors path, 'random-tiny' (smoke runs) or 'none'")
     parser.add_argument("--pad", type=int, default=None, help="model input side (default: the model's)")
     parser.add_argument("--scale", type=float, default=1.0, help="resize factor before tiling")
+    parser.add_argument("--adapt", type=float, nargs="+", default=[0.0], metavar="SECONDS",
+                        help="test-time adaptation of the model on each reference for SECONDS (0: none); "
+                             "several values run the model once per value (adapted runs skip ID crops)")
     parser.add_argument("--device", default=None, help="model device (default: auto)")
     parser.add_argument("--baselines", nargs="*", choices=["rf", "rf-border", "otsu"],
                         default=["rf", "rf-border", "otsu"],
@@ -396,8 +412,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     runners: list[Runner] = []
     model, default_pad = make_model(args.model, args.device)
     if model is not None:
-        runners.append(ModelRunner(model, f"SINE ({args.model})", pad=args.pad or default_pad,
-                                   scale=args.scale, device=args.device))
+        name = Path(args.model).stem if os.sep in args.model else args.model
+        for seconds in dict.fromkeys(args.adapt):
+            label = f"SINE ({name} + adapt {seconds:g} s)" if seconds else f"SINE ({name})"
+            runners.append(ModelRunner(model, label, pad=args.pad or default_pad, scale=args.scale,
+                                       device=args.device, adapt_seconds=seconds))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}
     runners += [makers[b]() for b in dict.fromkeys(args.baselines)]
@@ -414,7 +433,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         records += run_plan(runner, plan, not args.no_id_crops, loader, log=lambda s: print(s, flush=True))
     rows = summarise(records)
     meta = dict(date=datetime.date.today().isoformat(), machine=machine_description(args.device),
-                model=args.model, dsb_groups=dsb_groups)
+                model=args.model, dsb_groups=dsb_groups,
+                adapt={r.name: dict(seconds=r.adapt_seconds, mean_steps=float(np.mean(r.adapt_steps)))
+                       for r in runners if getattr(r, "adapt_steps", None)})
     text = markdown(rows, command, meta)
     print("\n" + text)
     if args.out:

@@ -1,9 +1,9 @@
 """Which models and devices the widget offers: read from ``sine_model``'s registries, never invented.
 
 Every registered preset is listed. Presets whose weights are installed can be chosen; the others are
-listed with the steps that install them (``napari-sine weights import …``). The default is the first
-installed *embedded* preset (weights shipped inside the package), else the official ``sine-vitl`` when
-its weights are installed, else any installed preset.
+listed with the steps that install them (``napari-sine weights import …``). The default follows
+:func:`sine_model.weights.default_preset`: the official ``sine-vitl`` when its weights are installed,
+else an *embedded* preset (weights shipped inside the package), else any installed preset.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def model_choices() -> list[ModelChoice]:
 def default_model(choices: list[ModelChoice]) -> ModelChoice | None:
     """The preset selected when the user has not chosen one (``None`` when nothing is installed)."""
     installed = [c for c in choices if c.installed]
-    for wanted in (lambda c: c.embedded, lambda c: c.name == OFFICIAL_PRESET, lambda c: True):
+    for wanted in (lambda c: c.name == OFFICIAL_PRESET, lambda c: c.embedded, lambda c: True):
         for choice in installed:
             if wanted(choice):
                 return choice

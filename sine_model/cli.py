@@ -93,7 +93,8 @@ def _add_propagate(subparsers: Any) -> None:
     add("--model", metavar="NAME_OR_PATH", help="preset name or checkpoint path")
     add("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    add("--pad", type=int, default=896, help="model input side in pixels (multiple of 14)")
+    add("--pad", type=int, default=None,
+        help="model input side in pixels, a multiple of 14 (default: what the model expects)")
     add("--scale", type=float, default=1.0, help="resize factor applied before tiling")
     add("--batch-size", type=int, default=1, help="tiles per model call")
     add("--memory", action="store_true", help="time-lapse: earlier frames help the ID mode")
@@ -126,15 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     from sine_model.cli_train import add_train_commands  # `train`, `adapt` (issue 5)
 
     add_train_commands(subparsers)
+    from sine_model.cli_demo import add_demo_command  # `demo` on the bundled sample (issue 5)
+
+    add_demo_command(subparsers)
     return parser
 
 
 def _load_model(args: argparse.Namespace) -> Any:
-    """Return the SINE model named by ``--model`` (preset or checkpoint path), or the default preset."""
-    from sine_model.presets import OFFICIAL_PRESET
-    from sine_model.weights import WeightsError, from_pretrained
+    """Return the SINE model named by ``--model`` (preset or model file), or the default model.
 
-    name = args.model or OFFICIAL_PRESET
+    The default is the official preset when its weights are installed, else the embedded model.
+    """
+    from sine_model.weights import WeightsError, default_preset, from_pretrained
+
+    name = args.model or default_preset()
     try:
         return from_pretrained(name, device=None)
     except (WeightsError, ValueError, OSError) as exc:
@@ -200,6 +206,7 @@ def _propagate_command(args: argparse.Namespace) -> int:
     """Check every input, then propagate and stream the results into ``--out``."""
     from sine_model import io
     from sine_model.propagate import Propagator
+    from sine_model.weights import default_preset, preferred_pad
 
     if len(args.ref) != len(args.ref_labels):
         raise CliError(f"{len(args.ref)} --ref but {len(args.ref_labels)} --ref-labels: give one "
@@ -220,7 +227,8 @@ def _propagate_command(args: argparse.Namespace) -> int:
     thresholds = {m: getattr(args, f"threshold_{m}") for m in MODES}
     thresholds = {m: x for m, x in thresholds.items() if x is not None}
     propagator = Propagator(
-        model, None if args.device == "auto" else args.device, args.precision, pad=args.pad,
+        model, None if args.device == "auto" else args.device, args.precision,
+        pad=args.pad or preferred_pad(args.model or default_preset()),
         scale=args.scale, batch_size=args.batch_size, score_thresholds=thresholds,
         channel_axis=args.channel_axis,
     )

@@ -13,26 +13,20 @@ Registered presets
     hash recorded when the file was imported. The DINOv2 encoder can come from that file, from Meta's
     ``dinov2_vitl14_pretrain.pth`` or from the Hugging Face hub.
 
-Adding the embedded model (hook for the training issue)
--------------------------------------------------------
-The small model that ships inside the package is registered with :func:`register_preset`, e.g. at the
-end of this module or from the module that defines its architecture::
+``sine-embedded``
+    The small model shipped inside the package (``sine_model/data/sine-embedded.safetensors``): the
+    official neck, fusion and M-Former at a reduced width over the filter-bank encoder, trained from scratch
+    by ``napari-sine train configs/embedded.toml`` on CC0 data only. Its ``bundled`` source records the
+    file's sha256, checked on every load. The default model when no official weights are installed.
+
+Further presets are added with :func:`register_preset`, e.g. a bundled one::
 
     register_preset(Preset(
-        name="sine-embedded",                    # any lowercase name
-        description="...",
-        architecture={...},                      # keyword arguments of `builder`
-        builder=build_embedded_sine,             # omit to use sine_model.build_sine
-        weights=WeightSource(
-            kind="bundled",
-            location="data/sine-embedded.safetensors",   # relative to the sine_model package
-            sha256="<64 hex digits>",                   # required for bundled files
-            size_bytes=...,
-            key_format="sine",
-        ),
-        encoder_weights=(),                      # the encoder is inside the bundled file
-        licence=LicenceNotice(...),
-        input=InputSpec(...),
+        name="my-model", description="...", architecture={...},
+        builder=build_embedded,                  # omit to use sine_model.build_sine
+        weights=WeightSource(kind="bundled", location="data/my-model.safetensors",
+                             sha256="<64 hex digits>", size_bytes=..., key_format="sine"),
+        licence=LicenceNotice(...), input=InputSpec(...),
     ))
 
 A ``bundled`` file must be safetensors whose metadata holds ``napari_sine_preset`` = the preset name
@@ -49,6 +43,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from .embedded import build_embedded
 from .encoder import EncoderConfig, encoder_config
 from .model import build_sine
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RESIZE_RULES
@@ -60,6 +55,7 @@ __all__ = [
     "Preset",
     "PRESETS",
     "OFFICIAL_PRESET",
+    "EMBEDDED_PRESET",
     "get_preset",
     "list_presets",
     "register_preset",
@@ -238,6 +234,7 @@ class Preset:
 
 
 OFFICIAL_PRESET = "sine-vitl"
+EMBEDDED_PRESET = "sine-embedded"  # the small model shipped inside the package (registered below)
 
 _SINE_ACADEMIC = (
     "The SINE weights for preset 'sine-vitl' come from the authors' release (aim-uofa/SINE, Liu et al., "
@@ -367,5 +364,41 @@ register_preset(
     )
 )
 
-# The embedded model's entry is registered by the training issue: see "Adding the embedded model"
-# in the module docstring. There is deliberately no placeholder entry here.
+_EMBEDDED_TERMS = (
+    "The weights of preset 'sine-embedded' were trained by the napari-sine authors from random "
+    "initialisation on CC0 images only (the DSB2018 / BBBC038 stage-1 test set, Caicedo et al. 2019) "
+    "and procedurally generated scenes; they are released under napari-sine's BSD-3-Clause licence."
+)
+
+register_preset(
+    Preset(
+        name=EMBEDDED_PRESET,
+        description="embedded SINE (filter-bank encoder, trained from scratch on CC0 nuclei + synthetic "
+                    "scenes); ships with napari-sine, works offline",
+        architecture={
+            "kind": "filterbank",
+            "dim": 128,
+            "num_heads": 4,
+            "ffn_dim": 512,
+            "num_fusion_layers": 1,
+            "num_decoder_layers": 3,
+            "num_queries": 50,
+            "gaussian_sigma": 10.0,
+            "encoder_dim": 256,
+        },
+        builder=build_embedded,
+        weights=WeightSource(
+            kind="bundled",
+            location="data/sine-embedded.safetensors",
+            sha256="d7f001c805a233153b4edb451aa96bfb9593e0a0255c032e2e65a350897a38d5",
+            size_bytes=11296344,
+            key_format="sine",
+            licence="BSD-3-Clause",
+            description="trained by `napari-sine train configs/embedded.toml` (log: docs/training/)",
+        ),
+        licence=LicenceNotice(name="BSD-3-Clause", text=_EMBEDDED_TERMS,
+                              url="https://opensource.org/license/bsd-3-clause"),
+        # Trained on 224-pixel crops at the images' own scale: targets are tiled, never shrunk.
+        input=InputSpec(pad_size=224, resize_rule="fss"),
+    )
+)

@@ -84,8 +84,10 @@ class Propagator:
     precision : {"auto", "fp32", "bf16", "fp16"}, optional
         Autocast precision for the model call only; ``None``/``"auto"`` is fp32 on CPU/MPS and bf16
         (or fp16) on CUDA.
-    pad : int
-        Model input side P (multiple of 14); official weights use 896.
+    pad : int, optional
+        Model input side P (multiple of 14). Default: the ``input_pad`` that
+        :func:`~sine_model.weights.from_pretrained` records on the model (official weights 896, the
+        embedded model 224), else 896.
     scale : float
         Resize factor applied to references and targets before tiling (1 = native pixels). Images whose
         scaled size fits in P are padded, never enlarged.
@@ -111,7 +113,7 @@ class Propagator:
         device: str | torch.device | None = None,
         precision: str | None = None,
         *,
-        pad: int = 896,
+        pad: int | None = None,
         scale: float = 1.0,
         tile_overlap: int | None = None,
         batch_size: int = 1,
@@ -121,6 +123,7 @@ class Propagator:
         dense_refinement: int = 1,
     ) -> None:
         patch = model.patch_size
+        pad = int(getattr(model, "input_pad", 896)) if pad is None else pad
         if pad <= 0 or pad % patch:
             raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
         if not scale > 0:

@@ -19,6 +19,7 @@ writes, hub download; it documents ``SINE_CACHE_DIR`` and ``HF_HUB_OFFLINE``) an
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -68,12 +69,14 @@ __all__ = [  # everything importable from here before the split into the modules
     "CACHE_ENV", "DROPPED_KEYS", "ENCODER_PREFIX", "META_PRESET", "CorruptCheckpointError",
     "HashMismatchError", "InstalledWeights", "KeyMismatchError", "PresetMismatchError",
     "UnsafeCheckpointError", "WeightsError", "WeightsNotFoundError", "build_sine_from_preset", "cache_root",
-    "check_state_dict", "convert_dinov2_state_dict", "dinov2_key_format", "expected_shapes",
+    "check_state_dict", "convert_dinov2_state_dict", "default_preset", "dinov2_key_format", "expected_shapes",
+    "META_TRAINED_MODEL", "preferred_pad",
     "fetch_dinov2", "from_pretrained", "import_checkpoint", "installed_weights", "load_preset_state_dict",
     "read_state_dict", "save_preset_weights", "sha256_file", "strip_prefixes", "verify_installed",
     "weights_dir",
 ]
 
+META_TRAINED_MODEL = "napari_sine_model"  # architecture record of `napari-sine train` exports
 DROPPED_KEYS = ("criterion.empty_weight",)  # training-only buffer of the official checkpoint
 
 
@@ -367,6 +370,8 @@ def from_pretrained(
             )
         state, metadata = read_safetensors(path)
         owner = metadata.get(META_PRESET)
+        if owner is None and META_TRAINED_MODEL in metadata:
+            return _from_training_export(path, state, metadata, device)
         if owner is None:
             raise PresetMismatchError(
                 f"{path} does not say which preset it belongs to (no {META_PRESET!r} metadata); "
@@ -377,8 +382,81 @@ def from_pretrained(
     expected = expected_shapes(preset)
     check_state_dict(state, expected, str(name_or_path))
     model = _instantiate(preset, finalise_state_dict(state, expected, []), device)
+    model.input_pad = preset.input.pad_size  # the Propagator's default input side
     _show_licence_once(preset, folder)
     return model
+
+
+def _training_config(path: Path, metadata: Mapping[str, str]) -> Any:
+    """The :class:`~sine_model.training.config.ModelConfig` recorded in a training export."""
+    from .training.config import ModelConfig
+
+    try:
+        fields = json.loads(metadata[META_TRAINED_MODEL])
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        return ModelConfig(**{**fields, "init": None})
+    except (TypeError, ValueError) as exc:
+        raise PresetMismatchError(
+            f"{path} has a damaged {META_TRAINED_MODEL!r} record ({exc}): export the model again"
+        ) from None
+
+
+def _from_training_export(path: Path, state: dict[str, Tensor], metadata: Mapping[str, str],
+                          device: Any) -> nn.Module:
+    """Build the architecture a ``napari-sine train`` export records and load its weights strictly."""
+    from .training.loop import build_model
+
+    model = build_model(_training_config(path, metadata))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise KeyMismatchError(f"{path} does not fit the architecture recorded in it: {exc}") from None
+    model.eval()
+    model.input_pad = preferred_pad(path)  # the Propagator's default input side
+    return model.to(device) if device is not None else model
+
+
+def preferred_pad(name_or_path: str | os.PathLike | Preset) -> int:
+    """The model input side a preset or model file expects (its preset's ``input.pad_size``).
+
+    ``napari-sine train`` exports of the embedded kinds use the embedded preset's input side; other
+    files and unknown names give the official 896.
+    """
+    from .presets import EMBEDDED_PRESET, OFFICIAL_PRESET, PRESETS
+
+    if isinstance(name_or_path, Preset):
+        return name_or_path.input.pad_size
+    if isinstance(name_or_path, str) and name_or_path in PRESETS:
+        return PRESETS[name_or_path].input.pad_size
+    path = Path(name_or_path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+    except Exception:  # not a readable safetensors file: loading it will say why
+        return PRESETS[OFFICIAL_PRESET].input.pad_size
+    owner = metadata.get(META_PRESET)
+    if owner in PRESETS:
+        return PRESETS[owner].input.pad_size
+    if META_TRAINED_MODEL in metadata and EMBEDDED_PRESET in PRESETS:
+        kind = json.loads(metadata[META_TRAINED_MODEL]).get("kind")
+        if kind in ("cnn", "filterbank"):
+            return PRESETS[EMBEDDED_PRESET].input.pad_size
+    return PRESETS[OFFICIAL_PRESET].input.pad_size
+
+
+def default_preset() -> str:
+    """The model used when none is named: the official preset when its weights are installed, else
+    the embedded one (shipped inside the package, works offline)."""
+    from .presets import EMBEDDED_PRESET, OFFICIAL_PRESET, PRESETS
+
+    try:
+        if installed_weights(OFFICIAL_PRESET) is not None:
+            return OFFICIAL_PRESET
+    except OSError:  # an unreadable cache folder counts as nothing installed
+        pass
+    return EMBEDDED_PRESET if EMBEDDED_PRESET in PRESETS else OFFICIAL_PRESET
 
 
 def build_sine_from_preset(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -206,3 +207,16 @@ def test_model_runner_on_fake_data(tmp_path):
     assert [r["kind"] for r in records] == ["pair", "pair", "id_crop"]
     assert all(0 <= r["f1"] <= 1 and 0 <= r["semantic_iou"] <= 1 for r in records[:2])
     assert records[2]["n_ids"] > 0 and 0 <= records[2]["id_score"] <= 1
+
+
+def test_adapted_model_runner_adapts_a_fresh_copy_per_reference(tmp_path):
+    fake_dsb(tmp_path, {"A": 3})
+    plan = evaluate.plan_pairs("dsb2018", evaluate.load_groups("dsb2018", tmp_path), 2, 1)
+    model, pad = evaluate.make_model("random-tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = evaluate.ModelRunner(model, "tiny + adapt", pad=pad, device="cpu", adapt_seconds=0.5)
+    records = evaluate.run_plan(runner, plan)
+    assert [r["kind"] for r in records] == ["pair", "pair"]  # adapted runs skip the ID crops
+    assert len(runner.adapt_steps) == 2 and min(runner.adapt_steps) >= 1
+    assert runner.propagator.model is not model  # the propagator holds an adapted copy ...
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # ... the base is intact

@@ -296,3 +296,26 @@ def test_cli_train_and_resume(tmp_path, capsys):
                     "--no-progress"]) == 0
     rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [1, 2, 3]
+
+
+def test_exported_model_loads_by_path_with_its_architecture(tmp_path):
+    from sine_model.weights import META_TRAINED_MODEL, KeyMismatchError, from_pretrained, preferred_pad
+
+    trainer = Trainer(tiny_config(steps=1), tmp_path / "run", device="cpu", progress=False)
+    trainer.run()
+    path = tmp_path / "run" / "model.safetensors"
+    model = from_pretrained(str(path))
+    assert not model.training and model.transformer_decoder.num_queries == 8
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert preferred_pad(str(path)) == preferred_pad("sine-embedded")  # the embedded input side
+    # an export whose tensors do not fit the recorded architecture is refused, naming the file
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path)
+    state.pop(next(iter(state)))
+    broken = tmp_path / "broken.safetensors"
+    record = {META_TRAINED_MODEL: json.dumps(trainer.config.to_dict()["model"])}
+    save_file(state, broken, metadata={"format": "pt", **record})
+    with pytest.raises(KeyMismatchError, match="broken.safetensors"):
+        from_pretrained(str(broken))

@@ -48,6 +48,7 @@ from sine_model.training.folders import folder_groups
 from sine_model.training.losses import SetCriterion
 from sine_model.training.pairs import Episode, PairConfig, PairSampler
 from sine_model.training.synthetic import synthetic_groups
+from sine_model.weights import META_TRAINED_MODEL
 
 __all__ = [
     "Trainer",
@@ -380,7 +381,7 @@ class Trainer:
         """Write the model's weights as safetensors, with the model configuration in the metadata."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         meta = {"format": "pt", "step": str(self.step),
-                "napari_sine_model": json.dumps(asdict(self.config.model))}
+                META_TRAINED_MODEL: json.dumps(asdict(self.config.model))}
         save_file(state, Path(path), metadata=meta)
         return Path(path)
 
