@@ -192,8 +192,10 @@ def test_cli_list_and_verify(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "sine-vitl  [not installed]" in out and "drive.google.com" in out
     assert "tiny-cli  [not installed]" in out
+    assert "sine-embedded  [installed]" in out  # shipped inside the package
     assert run_cli(["weights", "verify"]) == 0
-    assert "nothing to verify" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sine-embedded: OK" in out and "tiny-cli" not in out and "sine-vitl" not in out
 
     assert (
         run_cli(["weights", "import", str(tiny_checkpoint(tmp_path / "t.bin")), "--preset", tiny.name]) == 0
