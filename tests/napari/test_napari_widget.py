@@ -11,7 +11,7 @@ from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fi
 
 from napari_sine._settings import WidgetSettings
 from napari_sine._widget import SineWidget
-from sine_model.presets import OFFICIAL_PRESET
+from sine_model.presets import EMBEDDED_PRESET, OFFICIAL_PRESET
 
 pytestmark = WARNINGS_AS_ERRORS
 
@@ -28,8 +28,8 @@ def test_widget_docks_and_lists_models(make_napari_viewer, tiny_preset):
     official = names.index(OFFICIAL_PRESET)
     assert not combo.model().item(official).isEnabled()
     assert "napari-sine weights import" in combo.itemData(official, Qt.ItemDataRole.ToolTipRole)
-    # an installed preset is chosen by default (the embedded one once it exists, here the tiny one)
-    assert combo.currentData() != OFFICIAL_PRESET
+    # without the official weights, the embedded model shipped in the package is the default
+    assert combo.currentData() == EMBEDDED_PRESET
     devices = [widget.options.device.itemText(i) for i in range(widget.options.device.count())]
     assert devices[0] == "auto" and "cpu" in devices
     assert widget.options.adapt.isEnabled() and not widget.options.adapt.isChecked()
@@ -62,6 +62,8 @@ def test_settings_are_remembered(make_napari_viewer, tiny_preset):
     viewer = make_napari_viewer()
     widget = SineWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    assert widget.options.model_name() == EMBEDDED_PRESET  # the default, until the user picks another
+    widget.options.model.setCurrentIndex(widget.options.model.findData(TINY_PRESET))
     widget.options.threshold.setValue(0.35)
     widget.options.modes["semantic"].setChecked(False)
     widget.review.min_score.setValue(0.2)
