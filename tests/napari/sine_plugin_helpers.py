@@ -39,8 +39,15 @@ TINY_ARCH = dict(dim=32, num_heads=4, ffn_dim=64, num_decoder_layers=3, num_quer
 TINY_SCALE = 0.16
 RUN_TIMEOUT_MS = 180_000
 
-# napari's warnings (and every other warning) raised during a plugin test fail it.
-WARNINGS_AS_ERRORS = pytest.mark.filterwarnings("error")
+# napari's warnings (and every other warning) raised during a plugin test fail it. One exception:
+# napari silences scikit-image's CIE-LAB clipping warning while it builds a Labels layer's random colormap,
+# with `warnings.catch_warnings`, which is not thread-safe: while a run's worker thread enters and leaves
+# its own catch_warnings blocks (torch and scipy do), napari's filter can be lost and the warning escapes
+# (seen once in CI). It says nothing about the plugin, so it is ignored here too.
+WARNINGS_AS_ERRORS = [
+    pytest.mark.filterwarnings("error"),
+    pytest.mark.filterwarnings("ignore:Conversion from CIE-LAB, via XYZ to sRGB:UserWarning"),
+]
 
 
 def build_tiny_sine(**kwargs):
