@@ -31,10 +31,12 @@ __all__ = [
     "plane_index",
     "current_plane",
     "layer_geometry",
+    "defer_paint_overlays",
     "ProposalSink",
 ]
 
 SINE_KEY = "sine"
+PAINT_OVERLAYS = ("polygon", "brush_stroke")  # napari's Labels overlays, drawn only while painting
 FEATURES_INTERVAL = 0.5  # seconds between updates of a proposal layer's features table during a run
 FEATURE_COLUMNS = ("index", "target", "plane", "label", "score", "source")
 
@@ -92,6 +94,32 @@ def layer_geometry(layer: Image | Labels) -> dict[str, Any]:
     return geometry
 
 
+def defer_paint_overlays(layer: Labels) -> None:
+    """Leave the painting overlays of ``layer`` unbuilt until a tool is first picked on it.
+
+    napari builds a vispy visual for each visible overlay of a layer in the event-loop turn that adds
+    the layer. The polygon and brush overlays of a Labels layer cost more there than the rest of the
+    layer's visual (50–160 ms on a loaded 2-vCPU machine) though they are drawn only while painting.
+    Hidden, napari builds them when they are shown again: here at the layer's first mode change, a
+    user action. Uses napari's private ``Layer._overlays``; without it nothing is deferred.
+    """
+    overlays = getattr(layer, "_overlays", None)
+    if overlays is None:
+        return
+    hidden = [overlays[key] for key in PAINT_OVERLAYS if key in overlays and overlays[key].visible]
+    if not hidden:
+        return
+    for overlay in hidden:
+        overlay.visible = False
+
+    def show(event: Any = None) -> None:
+        layer.events.mode.disconnect(show)
+        for overlay in hidden:
+            overlay.visible = True
+
+    layer.events.mode.connect(show)
+
+
 class ProposalSink:
     """The proposal layers of one run, and how results are written into them.
 
@@ -112,8 +140,12 @@ class ProposalSink:
 
     Notes
     -----
-    Layers are made (or reset) when their first result arrives, one per event-loop step, so a run
-    never adds many layers at once and a cancelled or failed run leaves no empty layers.
+    napari's part of adding a Labels layer is the longest main-thread step of a run. So the run's
+    controller adds the new layers before the model starts, in steps of one event-loop turn each
+    (:meth:`creation_steps`): building a layer and adding it are separate steps; the layers' painting
+    overlays wait for the first painting tool (:func:`defer_paint_overlays`) and the selection is
+    left alone. A run that ends before finishing a target removes them again (:meth:`remove_created`).
+    Layers of an earlier run are reset at their first result (:meth:`layer_steps`).
     """
 
     def __init__(self, viewer: Any, planes: Sequence[TargetPlane], modes: Sequence[str],
@@ -123,6 +155,8 @@ class ProposalSink:
         self.planes = list(planes)
         self.modes = tuple(modes)
         self.layers: dict[tuple[int, str], Labels] = {}
+        self._built: dict[tuple[int, str], Labels] = {}  # made, not yet added to the viewer
+        self._planned: set[tuple[int, str]] = set()  # layers whose steps were handed out
         self.created: list[Labels] = []
         self.run_info: dict[str, Any] = {}
         self._records = records
@@ -138,7 +172,7 @@ class ProposalSink:
                  adaptation: dict[str, Any] | None = None) -> None:
         """Record the weights hash, the device and the adaptation (known once the model is loaded)."""
         self.run_info = {"weights_sha256": model_sha256, "device": device, "adaptation": adaptation}
-        for layer in self.layers.values():
+        for layer in [*self.layers.values(), *self._built.values()]:
             self._apply_run_info(layer.metadata[SINE_KEY])
 
     def _apply_run_info(self, record: dict[str, Any]) -> None:
@@ -148,38 +182,87 @@ class ProposalSink:
             record["adaptation"] = self.run_info["adaptation"]
 
     def layer(self, target: Image, mode: str) -> Labels:
-        """The proposal layer of ``mode`` for ``target``, made or reset on first use."""
+        """The proposal layer of ``mode`` for ``target``, made (or reset) and added now if need be."""
         key = (id(target), mode)
         if key not in self.layers:
-            record = {"kind": "proposal", **copy.deepcopy(self._records[target.name]), "mode": mode}
-            self._apply_run_info(record)
-            layer = self._layer_for(target, self._dtypes[mode], {SINE_KEY: record})
+            old = self._reusable(target, mode)
+            if old is not None:
+                layer = self._reset(old, mode, self._record(target, mode))
+            else:
+                layer = self._built.pop(key, None) or self._build(target, mode)
+                # napari makes an added layer the active one; the user may be painting on another
+                active = self.viewer.layers.selection.active
+                self.viewer.add_layer(layer)
+                if active is not None and active in self.viewer.layers:
+                    self.viewer.layers.selection.active = active
+                self.created.append(layer)
             self.layers[key] = layer
             self._rows[id(layer)] = {name: [] for name in FEATURE_COLUMNS}
             self._offsets[id(layer)] = 0
         return self.layers[key]
 
-    def _layer_for(self, target: Image, dtype: np.dtype, metadata: dict[str, Any]) -> Labels:
-        name = proposal_name(target.name, metadata[SINE_KEY]["mode"])
-        shape = spatial_shape(target)
-        if name in self.viewer.layers:
-            old = self.viewer.layers[name]
-            if is_proposal(old) and old.data.shape == shape:
-                if self._on_reset is not None:
-                    self._on_reset(old)
-                old.metadata = metadata  # our own layer from an earlier run: start it afresh
-                old.features = pd.DataFrame(columns=list(FEATURE_COLUMNS))
-                if old.data.dtype == dtype:
-                    old.data[...] = 0
-                    old.refresh()
-                else:
-                    old.data = np.zeros(shape, dtype=dtype)
-                return old
-        layer = self.viewer.add_labels(np.zeros(shape, dtype=dtype), name=name, metadata=metadata,
-                                       opacity=0.6, **layer_geometry(target))
-        layer.features = pd.DataFrame(columns=list(FEATURE_COLUMNS))
-        self.created.append(layer)
-        return layer
+    def layer_steps(self, target: Image, mode: str) -> list[Callable[[], Any]]:
+        """Steps that make the proposal layer of ``mode`` for ``target``, for one event-loop turn each.
+
+        A new layer is built in one step and added to the viewer in the next (napari's share, the
+        larger one); a layer of an earlier run is reset in one step. Empty when the layer is ready or
+        its steps were handed out already.
+        """
+        key = (id(target), mode)
+        if key in self.layers or key in self._planned:
+            return []
+        self._planned.add(key)
+        make = [] if self._reusable(target, mode) is not None else [lambda: self._build(target, mode)]
+        return [*make, lambda: self.layer(target, mode)]
+
+    def creation_steps(self) -> list[Callable[[], Any]]:
+        """:meth:`layer_steps` of the layers this run adds (not of those it reuses).
+
+        A layer of an earlier run is reset only at its first result, so that a run failing before
+        that leaves it as it was.
+        """
+        targets = list({id(plane.layer): plane.layer for plane in self.planes}.values())
+        return [step for target in targets for mode in self.modes if self._reusable(target, mode) is None
+                for step in self.layer_steps(target, mode)]
+
+    def _record(self, target: Image, mode: str) -> dict[str, Any]:
+        record = {"kind": "proposal", **copy.deepcopy(self._records[target.name]), "mode": mode}
+        self._apply_run_info(record)
+        return record
+
+    def _reusable(self, target: Image, mode: str) -> Labels | None:
+        """Our layer of the same name and shape from an earlier run, if there is one."""
+        name = proposal_name(target.name, mode)
+        if name not in self.viewer.layers:
+            return None
+        old = self.viewer.layers[name]
+        return old if is_proposal(old) and old.data.shape == spatial_shape(target) else None
+
+    def _build(self, target: Image, mode: str) -> Labels:
+        """A new proposal layer, not yet in the viewer (kept for :meth:`layer` to add)."""
+        key = (id(target), mode)
+        if key not in self._built:
+            layer = Labels(np.zeros(spatial_shape(target), dtype=self._dtypes[mode]),
+                           name=proposal_name(target.name, mode), opacity=0.6,
+                           metadata={SINE_KEY: self._record(target, mode)},
+                           features=pd.DataFrame(columns=list(FEATURE_COLUMNS)), **layer_geometry(target))
+            defer_paint_overlays(layer)
+            self._built[key] = layer
+        return self._built[key]
+
+    def _reset(self, old: Labels, mode: str, record: dict[str, Any]) -> Labels:
+        """Start a proposal layer of an earlier run afresh."""
+        if self._on_reset is not None:
+            self._on_reset(old)
+        old.metadata = {SINE_KEY: record}
+        old.features = pd.DataFrame(columns=list(FEATURE_COLUMNS))
+        dtype = self._dtypes[mode]
+        if old.data.dtype == dtype:
+            old.data[...] = 0
+            old.refresh()
+        else:
+            old.data = np.zeros(old.data.shape, dtype=dtype)
+        return old
 
     def write(self, result: TargetResult) -> None:
         """Put one target's proposals into the layers and their scores into ``features``."""
@@ -188,10 +271,6 @@ class ProposalSink:
         self.mark_done(result)
         for layer in self.dirty_layers():
             self.flush_features(layer)
-
-    def has_layer(self, target: Image, mode: str) -> bool:
-        """Whether the proposal layer of ``mode`` for ``target`` is ready for writing."""
-        return (id(target), mode) in self.layers
 
     def write_mode(self, result: TargetResult, mode: str) -> None:
         """Write one mode of a target (one layer update: a short main-thread step).
@@ -257,3 +336,4 @@ class ProposalSink:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.created.clear()
+        self._built.clear()

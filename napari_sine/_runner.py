@@ -3,6 +3,8 @@
 The controller lives on napari's main thread. The model work happens in a ``napari.qt.threading``
 generator worker (:func:`napari_sine._worker.propagation_steps`); each yielded target is written into
 the proposal layers here, on the main thread, which is cheap (a copy into an array and a refresh).
+The run's new proposal layers are added before the worker starts: napari's share of adding a layer
+is the longest main-thread step of a run, and shorter without the model competing for the CPU.
 Cancel asks the worker to stop at its next yield (within one target); finished targets stay.
 """
 
@@ -112,7 +114,12 @@ class RunController:
         self._error: BaseException | None = None
         self._queue: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._draining = False
-        self._scheduled = False
+        # A timer object, not QTimer.singleShot(0): Qt 6 runs a zero singleShot as a posted event, and
+        # posted events chain within one event-loop pass, so steps would not let other events in between.
+        self._step_timer = QTimer()
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(0)
+        self._step_timer.timeout.connect(self._step)
 
     def _status(self, message: str) -> None:
         try:
@@ -139,7 +146,9 @@ class RunController:
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker
-        worker.start()
+        for step in sink.creation_steps():  # new layers first, while the model is not competing for the CPU
+            self._enqueue(self._create, step)
+        self._enqueue(worker.start)  # a cancelled worker stops at once
 
     def cancel(self) -> None:
         """Stop after the target being processed; finished targets stay."""
@@ -150,16 +159,16 @@ class RunController:
 
     # -- worker signals (main thread) -------------------------------------------------------------
     # Signals are queued and handled strictly in order, one short step per event-loop turn (one
-    # layer update each), so napari stays responsive. The queue also protects against re-entry:
-    # napari's progress bars and notifications call QApplication.processEvents().
+    # layer update, or one part of making a layer), so napari stays responsive. The queue also
+    # protects against re-entry: napari's progress bars and notifications call processEvents().
 
     def _on_yield(self, item: Status | Started | TargetResult) -> None:
         sink = self.sink
         if isinstance(item, TargetResult) and sink is not None:
             target = sink.planes[item.index].layer
             for mode in sink.modes:
-                if not sink.has_layer(target, mode):  # making a layer is a step of its own
-                    self._enqueue(self._prepare_layer, target, mode)
+                for step in sink.layer_steps(target, mode):  # making a layer takes steps of its own
+                    self._enqueue(step)
                 self._enqueue(self._write_mode, item, mode)
             self._enqueue(self._target_done, item)
         else:
@@ -185,12 +194,10 @@ class RunController:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._queue and not self._scheduled:
-            self._scheduled = True
-            QTimer.singleShot(0, self._step)
+        if self._queue and not self._step_timer.isActive():
+            self._step_timer.start()
 
     def _step(self) -> None:
-        self._scheduled = False
         if self._draining:  # re-entered through processEvents(): the outer step reschedules
             return
         self._draining = True
@@ -201,9 +208,9 @@ class RunController:
             self._draining = False
             self._schedule()
 
-    def _prepare_layer(self, target: Any, mode: str) -> None:
-        if self.sink is not None:
-            self.sink.layer(target, mode)
+    def _create(self, step: Callable[[], Any]) -> None:
+        if not self._cancelled:  # cancelled before the model started: no more layers
+            step()
 
     def _write_mode(self, result: TargetResult, mode: str) -> None:
         if self.sink is not None:

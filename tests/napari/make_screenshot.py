@@ -61,8 +61,8 @@ def take_screenshot(viewer, path: str | Path, model: str | None = None, scale: f
         widget.options.scale.setValue(scale)
     if threshold:
         widget.options.threshold.setValue(threshold)
-    for mode in ("id", "semantic"):
-        widget.options.modes[mode].setChecked(False)
+    for mode in ("id", "instance", "semantic"):
+        widget.options.modes[mode].setChecked(mode == "instance")
     widget.run()
     deadline = time.monotonic() + timeout_s
     while widget.runner.running:
@@ -121,8 +121,9 @@ def main(argv: list[str]) -> int:
         viewer = napari.Viewer(show=True)
         viewer.window.resize(1500, 950)
         try:
-            take_screenshot(viewer, out, model=tiny, scale=0.16 if tiny else None,
-                            threshold=0.05 if tiny else None)
+            # explicit values: the widget would otherwise start from the remembered settings
+            take_screenshot(viewer, out, model=tiny, scale=0.16 if tiny else 1.0,
+                            threshold=0.05 if tiny else 0.5)
         finally:
             viewer.close()
     print(f"saved {out}")

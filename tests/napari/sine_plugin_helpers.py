@@ -125,8 +125,20 @@ def collect_notifications(monkeypatch) -> list[str]:
     return messages
 
 
+def cpu_share(seconds: float = 0.2) -> float:
+    """Share of one CPU that this thread gets in a busy loop (1.0 when nothing else competes for it)."""
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    while time.perf_counter() - start_wall < seconds:
+        pass
+    return (time.thread_time() - start_cpu) / (time.perf_counter() - start_wall)
+
+
 class StallMeter:
-    """Longest gap between ticks of a 10 ms QTimer: how long the event loop was blocked."""
+    """Longest gap between ticks of a 10 ms QTimer: how long the event loop was blocked.
+
+    Gaps over 50 ms are kept in ``long_gaps`` as (start in s since :meth:`start`, length in s, main-thread
+    CPU time in s): a gap much longer than its CPU time was the operating system running other processes.
+    """
 
     def __init__(self) -> None:
         from qtpy.QtCore import QTimer
@@ -134,21 +146,23 @@ class StallMeter:
         self.timer = QTimer()
         self.timer.setInterval(10)
         self.timer.timeout.connect(self._tick)
-        self.last = self.origin = 0.0
+        self.last = self.origin = self.last_cpu = 0.0
         self.max_gap = 0.0
         self.ticks = 0
-        self.long_gaps: list[tuple[float, float]] = []  # (start, length) in s since start(), > 50 ms
+        self.long_gaps: list[tuple[float, float, float]] = []
 
     def _tick(self) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         gap = now - self.last
         if gap > 0.05:
-            self.long_gaps.append((round(self.last - self.origin, 3), round(gap, 3)))
+            start = self.last - self.origin
+            self.long_gaps.append((round(start, 3), round(gap, 3), round(cpu - self.last_cpu, 3)))
         self.max_gap = max(self.max_gap, gap)
-        self.last, self.ticks = now, self.ticks + 1
+        self.last, self.last_cpu, self.ticks = now, cpu, self.ticks + 1
 
     def start(self) -> None:
         self.last = self.origin = time.perf_counter()
+        self.last_cpu = time.thread_time()
         self.ticks, self.max_gap, self.long_gaps = 0, 0.0, []
         self.timer.start()
 

@@ -7,15 +7,19 @@ import time
 
 import numpy as np
 import pytest
-from sine_plugin_helpers import TINY_PRESET, WARNINGS_AS_ERRORS, StallMeter, wait_for_run
+from napari.utils._proxies import PublicOnlyProxy
+from sine_plugin_helpers import TINY_PRESET, WARNINGS_AS_ERRORS, StallMeter, cpu_share, wait_for_run
 from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixture `plugin_env`
 from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
 from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
 
-from napari_sine._layers import FEATURE_COLUMNS, SINE_KEY
+from napari_sine._inputs import TargetPlane
+from napari_sine._layers import FEATURE_COLUMNS, SINE_KEY, ProposalSink
 from sine_model.weights import installed_weights
 
 MODES = ("id", "instance", "semantic")
+MIN_CPU_SHARE = 0.5  # below this share of a CPU, stalls measure the machine's load, not the plugin
+ADD_TURN_EXTRA = 0.050  # s: the most an event-loop turn that adds a layer may take besides napari's add_layer
 
 pytestmark = WARNINGS_AS_ERRORS
 
@@ -27,6 +31,7 @@ def test_full_run_creates_proposal_layers(sample_viewer, qtbot):
     targets.axis_labels = ("t", "y", "x")
     assert widget.targets.checked_layers() == [targets]
     user_layers = {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
+    viewer.layers.selection.active = viewer.layers["reference labels"]  # the user works on a layer
     widget.options.threshold.setValue(0.05)  # random tiny weights give low scores
     widget.run()
     assert widget.runner.running and not widget.run_button.isEnabled()
@@ -68,10 +73,39 @@ def test_full_run_creates_proposal_layers(sample_viewer, qtbot):
     for name, data in user_layers.items():  # the user's layers are untouched
         np.testing.assert_array_equal(viewer.layers[name].data, data)
     assert widget.review.proposals.layer() is viewer.layers["targets [SINE id]"]
+    assert viewer.layers.selection.active is viewer.layers["reference labels"]  # the run left it
 
     widget.run()  # a re-run reuses the proposal layers
     wait_for_run(qtbot, widget)
     assert sum("[SINE" in layer.name for layer in viewer.layers) == 3
+
+
+def test_paint_overlays_are_built_when_a_tool_is_picked(make_napari_viewer):
+    """A proposal layer is added without napari's painting overlays; picking a tool builds them."""
+    viewer = make_napari_viewer()
+    stack = viewer.add_image(np.zeros((2, 20, 20), np.uint8), name="stack")
+    mine = viewer.add_labels(np.zeros((2, 20, 20), np.uint8), name="mine")
+    plugin_viewer = PublicOnlyProxy(viewer)  # what napari hands a plugin widget (warns on private names)
+    sink = ProposalSink(plugin_viewer, [TargetPlane(stack, 0, 0), TargetPlane(stack, 1, 0)], ("instance",),
+                        1, 1, {"stack": {}})
+    steps = sink.creation_steps()
+    assert len(steps) == 2  # build, then add
+    for step in steps:
+        step()
+    layer = viewer.layers["stack [SINE instance]"]
+    assert sink.creation_steps() == [] and sink.layer(stack, "instance") is layer
+    assert viewer.layers.selection.active is mine  # adding it left the selection alone
+    canvas = viewer.window._qt_viewer.canvas
+
+    def built() -> set[str]:
+        return {type(visual).__name__ for visual in canvas._layer_overlay_to_visual[layer].values()}
+
+    paint_overlays = {"VispyLabelsPolygonOverlay", "VispyLabelsBrushStrokeOverlay"}
+    assert not built() & paint_overlays
+    layer.mode = "paint"
+    assert built() >= paint_overlays
+    layer.mode = "polygon"  # from now on napari shows and hides them by mode, as in any Labels layer
+    assert layer._overlays["polygon"].visible and layer._overlays["polygon"].enabled
 
 
 def test_several_2d_target_layers(sample_viewer, qtbot):
@@ -139,67 +173,97 @@ def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):
     assert widget.run_button.isEnabled()
 
 
+def test_cancel_at_once_leaves_no_layers(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    added = []
+    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
+    widget.run()
+    widget.cancel_button.click()  # before the proposal layers are added and the model starts
+    wait_for_run(qtbot, widget)
+    assert added == []
+    assert widget.status.text() == "cancelled: 0 target(s) kept" and widget.run_button.isEnabled()
+
+
 def test_event_loop_never_stalls(sample_viewer, qtbot, monkeypatch, record_property):
-    """No event-loop stall during a run is longer than 100 ms.
+    """No event-loop stall during a run is longer than 100 ms, but for napari's own adding of a layer.
 
-    A 10 ms QTimer records the longest gap between its ticks, from the Run click to the end. Two
-    things outside the plugin's control are kept out of the verdict and reported instead:
+    A 10 ms QTimer records the gaps between its ticks, from the Run click to the end, on the first run
+    (which adds the three proposal layers) and on a re-run (which reuses them). Every gap must stay
+    within 100 ms, except that napari's ``add_layer`` of a proposal layer (vispy visual and layer
+    controls; 65–130 ms on a 2-vCPU VM even without the painting overlays and the selection change,
+    see :func:`napari_sine._layers.defer_paint_overlays`) cannot be split: the turn that runs it must
+    do nothing else of note (at most ``ADD_TURN_EXTRA``) and hold one layer only.
 
-    * napari's own cost of adding a layer (vispy visuals, 100–250 ms on a loaded 2-vCPU VM), paid when
-      a proposal layer is made (first result per mode; re-runs reuse the layers);
-    * Python's full garbage collection, which holds the GIL for a time proportional to all live
-      objects of the process (about 0.7 s in a test session), whichever thread triggers it: the test
-      collects before measuring, as benchmarks do.
+    Python's full garbage collection is kept out: it holds the GIL for a time proportional to all live
+    objects of the process (about 0.7 s in a test session), whichever thread triggers it, so the test
+    collects before measuring, as benchmarks do. On a machine that leaves the test process less than
+    half a CPU (before or during the runs) the gaps measure the other processes: the test is skipped.
     """
     viewer, widget = sample_viewer
     meter = StallMeter()
     meter.start()
     qtbot.wait(1000)  # idle baseline: what the machine itself allows
     meter.stop()
-    if meter.max_gap > 0.100:
+    share = cpu_share()
+    if meter.max_gap > 0.100 or share < MIN_CPU_SHARE:
         pytest.skip(f"the machine is too busy to measure: the idle event loop already stalls "
-                    f"{meter.max_gap * 1000:.0f} ms")
-    adds: list[tuple[float, float]] = []  # (start, end) of napari's add_labels, s since meter start
-    add_labels = type(viewer).add_labels
+                    f"{meter.max_gap * 1000:.0f} ms, a busy loop gets {share:.0%} of a CPU")
+    adds: list[tuple[float, float]] = []  # (start, end) of napari's add_layer, s since the click
+    add_layer = type(viewer).add_layer
 
-    def timed_add_labels(self, *args, **kwargs):
+    def timed_add_layer(self, layer):
         start = time.perf_counter()
         try:
-            return add_labels(self, *args, **kwargs)
+            return add_layer(self, layer)
         finally:
             adds.append((start - meter.origin, time.perf_counter() - meter.origin))
 
-    monkeypatch.setattr(type(viewer), "add_labels", timed_add_labels)
+    monkeypatch.setattr(type(viewer), "add_layer", timed_add_layer)
+    run_shares: list[float] = []
 
-    def measured_run() -> tuple[list[tuple[float, float]], float]:
+    def measured_run() -> tuple[list[tuple[float, float, float]], float]:
         gc.collect()
         adds.clear()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         meter.start()
         widget.run()  # the click is measured too
         wait_for_run(qtbot, widget)
         meter.stop()
+        run_shares.append((time.process_time() - start_cpu) / (time.perf_counter() - start_wall))
         assert widget.status.text() == "done: 3 target(s)"
         assert meter.ticks > 10
         return list(meter.long_gaps), meter.max_gap
 
-    first_gaps, _ = measured_run()
+    def adds_within(gap: tuple[float, float, float]) -> list[float]:
+        start, length, _ = gap
+        return [b - a for a, b in layer_adds if a < start + length and start < b]
+
+    first_gaps, first_max = measured_run()
     layer_adds = list(adds)
-    assert len(layer_adds) == 3  # one proposal layer per mode, made while the run streams
-
-    def explained(gap: tuple[float, float]) -> bool:  # the gap overlaps napari adding a layer
-        start, length = gap
-        return any(a < start + length and start < b for a, b in layer_adds)
-
-    unexplained = [gap for gap in first_gaps if not explained(gap)]
+    assert len(layer_adds) == 3  # one proposal layer per mode
     rerun_gaps, rerun_max = measured_run()
+    assert not adds  # the re-run reuses the layers
     add_ms = [round((b - a) * 1000) for a, b in layer_adds]
-    record_property("add_labels_ms", add_ms)
+    outside = max((gap[1] for gap in first_gaps if not adds_within(gap)), default=0.0)
+    record_property("add_layer_ms", add_ms)
     record_property("first_run_gaps", first_gaps)
-    record_property("rerun_max_stall_ms", round(rerun_max * 1000))
-    print(f"\nfirst run: gaps > 50 ms {first_gaps} (s since click, length); napari add_labels "
-          f"{add_ms} ms; re-run longest stall {rerun_max * 1000:.0f} ms")
-    assert all(length <= 0.100 for _, length in unexplained), f"first run stalls {unexplained}"
-    assert rerun_max <= 0.100, f"re-run stalls {rerun_gaps}"
+    record_property("rerun_gaps", rerun_gaps)
+    print(f"\nlongest stall: first run {first_max * 1000:.0f} ms (outside napari's add_layer: "
+          f"{'under 50' if outside == 0 else f'{outside * 1000:.0f}'} ms; add_layer {add_ms} ms), re-run "
+          f"{rerun_max * 1000:.0f} ms; gaps > 50 ms (s since click, length, main-thread CPU): first run "
+          f"{first_gaps}, re-run {rerun_gaps}; CPU share: busy loop {share:.0%}, runs "
+          f"{', '.join(f'{s:.0%}' for s in run_shares)}")
+
+    def limit(gap: tuple[float, float, float]) -> float:  # 100 ms, or napari's add_layer and a little
+        inside = adds_within(gap)
+        return max(0.100, sum(inside) + ADD_TURN_EXTRA) if inside else 0.100
+
+    over = [gap for gap in first_gaps + rerun_gaps if gap[1] > limit(gap)]
+    if over and min(run_shares) < MIN_CPU_SHARE:
+        pytest.skip(f"the machine became too busy to measure during a run (the test process got "
+                    f"{min(run_shares):.0%} of a CPU); gaps over the limit {over}")
+    assert all(len(adds_within(gap)) <= 1 for gap in first_gaps), f"layers added in one turn: {first_gaps}"
+    assert not over, f"stalls over the limit (s since click, length, CPU): {over}; add_layer {add_ms} ms"
 
 
 def test_failure_in_the_worker_is_a_notification(sample_viewer, qtbot, monkeypatch):
