@@ -232,9 +232,10 @@ def make_model(spec: str, device: str | None = None):
         torch.manual_seed(0)
         return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
                           num_decoder_layers=3, num_queries=10).eval(), 112
-    from sine_model.weights import from_pretrained, preferred_pad
+    from sine_model.weights import from_pretrained
 
-    return from_pretrained(spec, device), preferred_pad(spec)
+    model = from_pretrained(spec, device)
+    return model, model.input_pad
 
 
 def _score(record: dict, truth: np.ndarray, pred: Prediction) -> dict:

@@ -202,21 +202,34 @@ class _InterruptGuard:
               file=sys.stderr)
 
 
+def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or that holds results of ``modes`` unless ``overwrite``."""
+    from sine_model import io
+
+    clashes = io.existing_outputs(out, modes)
+    if clashes and not overwrite:
+        raise CliError(f"{out} already holds results ({', '.join(p.name for p in clashes)}): pass "
+                       "--overwrite to replace them, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file: give a directory")
+
+
+def check_adapt_seconds(seconds: float | None) -> None:
+    """``--adapt`` is absent or a positive number of seconds."""
+    if seconds is not None and seconds <= 0:
+        raise CliError(f"--adapt needs a positive number of seconds, got {seconds}")
+
+
 def _propagate_command(args: argparse.Namespace) -> int:
     """Check every input, then propagate and stream the results into ``--out``."""
     from sine_model import io
     from sine_model.propagate import Propagator
-    from sine_model.weights import default_preset, preferred_pad
 
     if len(args.ref) != len(args.ref_labels):
         raise CliError(f"{len(args.ref)} --ref but {len(args.ref_labels)} --ref-labels: give one "
                        "--ref-labels after each --ref")
-    clashes = io.existing_outputs(args.out, args.modes)
-    if clashes and not args.overwrite:
-        raise CliError(f"{args.out} already holds results ({', '.join(p.name for p in clashes)}): pass "
-                       "--overwrite to replace them, or choose another --out")
-    if args.out.exists() and not args.out.is_dir():
-        raise CliError(f"--out {args.out} is a file: give a directory")
+    check_out_dir(args.out, args.modes, args.overwrite)
+    check_adapt_seconds(args.adapt)
     if args.format == "zarr" and not io.zarr_available():
         raise CliError("--format zarr needs the 'zarr' package: pip install zarr")
     pairs = [(io.read_image(i), io.read_image(lab)) for i, lab in zip(args.ref, args.ref_labels, strict=True)]
@@ -228,12 +241,10 @@ def _propagate_command(args: argparse.Namespace) -> int:
     thresholds = {m: x for m, x in thresholds.items() if x is not None}
     propagator = Propagator(
         model, None if args.device == "auto" else args.device, args.precision,
-        pad=args.pad or preferred_pad(args.model or default_preset()),
+        pad=args.pad,  # None: the input side the model was trained for (its `input_pad`)
         scale=args.scale, batch_size=args.batch_size, score_thresholds=thresholds,
         channel_axis=args.channel_axis,
     )
-    if args.adapt is not None and args.adapt <= 0:
-        raise CliError(f"--adapt needs a positive number of seconds, got {args.adapt}")
     propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
     if args.adapt:
         from sine_model.training.adapt import adapt_propagator

@@ -29,29 +29,19 @@ def _count(labels) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run ``napari-sine demo``; return the exit status."""
-    from sine_model import io
-    from sine_model.cli import CliError
-    from sine_model.device import select_device
+    from sine_model import cli, io
     from sine_model.metrics import foreground_iou, match_instances
     from sine_model.propagate import Propagator
     from sine_model.sample_data import load_sample
-    from sine_model.weights import WeightsError, default_preset, from_pretrained, preferred_pad
+    from sine_model.weights import default_preset
 
-    clashes = io.existing_outputs(args.out, MODES)
-    if clashes and not args.overwrite:
-        raise CliError(f"{args.out} already holds results ({', '.join(p.name for p in clashes)}): pass "
-                       "--overwrite to replace them, or choose another --out")
-    if args.adapt is not None and args.adapt <= 0:
-        raise CliError(f"--adapt needs a positive number of seconds, got {args.adapt}")
+    cli.check_out_dir(args.out, MODES, args.overwrite)
+    cli.check_adapt_seconds(args.adapt)
     name = args.model or default_preset()
-    try:
-        model = from_pretrained(name, device=select_device(args.device))
-    except (WeightsError, OSError) as exc:
-        raise CliError(f"cannot load model {name!r}: {exc}") from exc
+    model = cli._load_model(args)
     sample = load_sample()
     pairs = [(sample.reference, sample.reference_labels)]
-    propagator = Propagator(model, None if args.device == "auto" else args.device,
-                            pad=args.pad or preferred_pad(name))
+    propagator = Propagator(model, None if args.device == "auto" else args.device, pad=args.pad)
     print(f"model {name} on {propagator.device}; reference: bundled 'reference' "
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
     if args.adapt:

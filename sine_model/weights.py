@@ -70,7 +70,7 @@ __all__ = [  # everything importable from here before the split into the modules
     "HashMismatchError", "InstalledWeights", "KeyMismatchError", "PresetMismatchError",
     "UnsafeCheckpointError", "WeightsError", "WeightsNotFoundError", "build_sine_from_preset", "cache_root",
     "check_state_dict", "convert_dinov2_state_dict", "default_preset", "dinov2_key_format", "expected_shapes",
-    "META_TRAINED_MODEL", "preferred_pad",
+    "META_TRAINED_MODEL",
     "fetch_dinov2", "from_pretrained", "import_checkpoint", "installed_weights", "load_preset_state_dict",
     "read_state_dict", "save_preset_weights", "sha256_file", "strip_prefixes", "verify_installed",
     "weights_dir",
@@ -403,47 +403,26 @@ def _training_config(path: Path, metadata: Mapping[str, str]) -> Any:
 
 def _from_training_export(path: Path, state: dict[str, Tensor], metadata: Mapping[str, str],
                           device: Any) -> nn.Module:
-    """Build the architecture a ``napari-sine train`` export records and load its weights strictly."""
+    """Build the architecture a ``napari-sine train`` export records and load its weights strictly.
+
+    The model's ``input_pad`` (the Propagator's default input side) is the embedded preset's for the
+    embedded encoder kinds, which are trained on crops of that size, and the official 896 otherwise.
+    """
+    from .embedded import EMBEDDED_KINDS
+    from .presets import EMBEDDED_PRESET, OFFICIAL_PRESET, PRESETS
     from .training.loop import build_model
 
-    model = build_model(_training_config(path, metadata))
+    config = _training_config(path, metadata)
+    model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise KeyMismatchError(f"{path} does not fit the architecture recorded in it: {exc}") from None
     model.eval()
-    model.input_pad = preferred_pad(path)  # the Propagator's default input side
+    embedded = config.kind in EMBEDDED_KINDS and EMBEDDED_PRESET in PRESETS
+    like = EMBEDDED_PRESET if embedded else OFFICIAL_PRESET
+    model.input_pad = PRESETS[like].input.pad_size
     return model.to(device) if device is not None else model
-
-
-def preferred_pad(name_or_path: str | os.PathLike | Preset) -> int:
-    """The model input side a preset or model file expects (its preset's ``input.pad_size``).
-
-    ``napari-sine train`` exports of the embedded kinds use the embedded preset's input side; other
-    files and unknown names give the official 896.
-    """
-    from .presets import EMBEDDED_PRESET, OFFICIAL_PRESET, PRESETS
-
-    if isinstance(name_or_path, Preset):
-        return name_or_path.input.pad_size
-    if isinstance(name_or_path, str) and name_or_path in PRESETS:
-        return PRESETS[name_or_path].input.pad_size
-    path = Path(name_or_path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-    except Exception:  # not a readable safetensors file: loading it will say why
-        return PRESETS[OFFICIAL_PRESET].input.pad_size
-    owner = metadata.get(META_PRESET)
-    if owner in PRESETS:
-        return PRESETS[owner].input.pad_size
-    if META_TRAINED_MODEL in metadata and EMBEDDED_PRESET in PRESETS:
-        kind = json.loads(metadata[META_TRAINED_MODEL]).get("kind")
-        if kind in ("cnn", "filterbank"):
-            return PRESETS[EMBEDDED_PRESET].input.pad_size
-    return PRESETS[OFFICIAL_PRESET].input.pad_size
 
 
 def default_preset() -> str:

@@ -304,7 +304,8 @@ def test_cli_train_and_resume(tmp_path, capsys):
 
 
 def test_exported_model_loads_by_path_with_its_architecture(tmp_path):
-    from sine_model.weights import META_TRAINED_MODEL, KeyMismatchError, from_pretrained, preferred_pad
+    from sine_model.presets import EMBEDDED_PRESET, get_preset
+    from sine_model.weights import META_TRAINED_MODEL, KeyMismatchError, from_pretrained
 
     trainer = Trainer(tiny_config(steps=1), tmp_path / "run", device="cpu", progress=False)
     trainer.run()
@@ -313,7 +314,7 @@ def test_exported_model_loads_by_path_with_its_architecture(tmp_path):
     assert not model.training and model.transformer_decoder.num_queries == 8
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
-    assert preferred_pad(str(path)) == preferred_pad("sine-embedded")  # the embedded input side
+    assert model.input_pad == get_preset(EMBEDDED_PRESET).input.pad_size  # the embedded input side
     # an export whose tensors do not fit the recorded architecture is refused, naming the file
     from safetensors.torch import load_file, save_file
 
