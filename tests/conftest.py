@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch  # noqa: F401  (torch must be imported before any Qt binding)
+import torch  # (torch must be imported before any Qt binding)
 
 from sine_model import EncoderConfig, build_sine
 
@@ -21,6 +21,15 @@ def rect_mask(side: int, top: int, left: int, height: int, width: int) -> torch.
     mask = torch.zeros(side, side, dtype=torch.bool)
     mask[top : top + height, left : left + width] = True
     return mask
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread, restoring the thread count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

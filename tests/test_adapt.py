@@ -18,12 +18,7 @@ TINY = dict(dim=32, num_heads=2, ffn_dim=64, num_decoder_layers=2, num_queries=8
             channels=(8, 16, 32))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_embedded(seed: int = 0):

@@ -23,12 +23,7 @@ TINY = dict(dim=32, num_heads=2, ffn_dim=64, num_decoder_layers=2, num_queries=8
 TINY_CHANNELS = {"cnn": (8, 16, 32), "filterbank": (8, 16, 32)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(kind: str, seed: int = 0, **extra):
