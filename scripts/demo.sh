@@ -11,26 +11,16 @@
 # switched off for the model (HF_HUB_OFFLINE=1). Extra arguments go to `napari-sine demo`, e.g.
 # `bash scripts/demo.sh --adapt 60`.
 #
-# Environment knobs: PYTHON (interpreter that creates the venv, default python3), VENV (default
-# .venv), TORCH_PACKAGES (default "torch==2.14.1 torchvision==0.29.1").
+# Environment knobs (PYTHON, VENV, TORCH_PACKAGES): scripts/venv.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON="${PYTHON:-python3}"
-VENV="${VENV:-.venv}"
-TORCH_PACKAGES="${TORCH_PACKAGES:-torch==2.14.1 torchvision==0.29.1}"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-export PIP_PROGRESS_BAR=off
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
-if [ -x "$VENV/bin/python" ]; then
-    echo "reusing $VENV ($("$VENV/bin/python" --version))"
-else
-    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-        || { echo "error: $PYTHON is older than Python 3.10" >&2; exit 1; }
-    "$PYTHON" -m venv "$VENV"
-fi
+make_venv
 # shellcheck disable=SC2086  # TORCH_PACKAGES is a space-separated list on purpose
-"$VENV/bin/python" -m pip install -q $TORCH_PACKAGES
-"$VENV/bin/python" -m pip install -q -e .
+"$PY" -m pip install -q $TORCH_PACKAGES
+"$PY" -m pip install -q -e .
 HF_HUB_OFFLINE=1 "$VENV/bin/napari-sine" demo --out demo_output --overwrite "$@"

@@ -16,17 +16,13 @@
 #   6. `ruff check .`;
 #   7. `python -m pytest -q` (pytest's exit code is kept: no tests collected, exit 5, is a failure).
 #
-# Environment knobs: PYTHON (interpreter that creates the venv, default python3), VENV (default
-# .venv), TORCH_PACKAGES (default "torch==2.14.1 torchvision==0.29.1").
+# Environment knobs (PYTHON, VENV, TORCH_PACKAGES): scripts/venv.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON="${PYTHON:-python3}"
-VENV="${VENV:-.venv}"
-TORCH_PACKAGES="${TORCH_PACKAGES:-torch==2.14.1 torchvision==0.29.1}"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-export PIP_PROGRESS_BAR=off
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 # Debian packages for Qt 6 (PyQt6) on Xvfb.
 APT_PACKAGES=(
@@ -105,17 +101,6 @@ install_system_packages() {
         "${missing[@]}"
 }
 
-make_venv() {
-    if [ -x "$VENV/bin/python" ]; then
-        echo "reusing $VENV ($("$VENV/bin/python" --version))"
-    else
-        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-            || { echo "error: $PYTHON is older than Python 3.10" >&2; return 1; }
-        "$PYTHON" -m venv "$VENV" || return
-        echo "created $VENV ($("$VENV/bin/python" --version))"
-    fi
-}
-
 check_manifest_copies() {
     if ! cmp -s napari.yaml napari_sine/napari.yaml; then
         echo "error: napari.yaml and napari_sine/napari.yaml differ;" \
@@ -124,8 +109,6 @@ check_manifest_copies() {
     fi
     echo "identical"
 }
-
-PY="$VENV/bin/python"
 
 step "system packages (Xvfb, Qt xcb libraries)" install_system_packages
 step "virtual environment" make_venv
