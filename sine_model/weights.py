@@ -19,7 +19,6 @@ writes, hub download; it documents ``SINE_CACHE_DIR`` and ``HF_HUB_OFFLINE``) an
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from .checkpoint_io import (
 )
 from .dinov2_keys import ENCODER_PREFIX, convert_dinov2_state_dict, dinov2_key_format, encoder_from_dinov2
 from .presets import Preset, get_preset
+from .training_export import META_TRAINED_MODEL, load_training_export
 from .weights_cache import (
     CACHE_ENV,
     atomic_write,
@@ -76,7 +76,6 @@ __all__ = [  # everything importable from here before the split into the modules
     "weights_dir",
 ]
 
-META_TRAINED_MODEL = "napari_sine_model"  # architecture record of `napari-sine train` exports
 DROPPED_KEYS = ("criterion.empty_weight",)  # training-only buffer of the official checkpoint
 
 
@@ -371,7 +370,7 @@ def from_pretrained(
         state, metadata = read_safetensors(path)
         owner = metadata.get(META_PRESET)
         if owner is None and META_TRAINED_MODEL in metadata:
-            return _from_training_export(path, state, metadata, device)
+            return load_training_export(path, state, metadata, device)
         if owner is None:
             raise PresetMismatchError(
                 f"{path} does not say which preset it belongs to (no {META_PRESET!r} metadata); "
@@ -385,44 +384,6 @@ def from_pretrained(
     model.input_pad = preset.input.pad_size  # the Propagator's default input side
     _show_licence_once(preset, folder)
     return model
-
-
-def _training_config(path: Path, metadata: Mapping[str, str]) -> Any:
-    """The :class:`~sine_model.training.config.ModelConfig` recorded in a training export."""
-    from .training.config import ModelConfig
-
-    try:
-        fields = json.loads(metadata[META_TRAINED_MODEL])
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        return ModelConfig(**{**fields, "init": None})
-    except (TypeError, ValueError) as exc:
-        raise PresetMismatchError(
-            f"{path} has a damaged {META_TRAINED_MODEL!r} record ({exc}): export the model again"
-        ) from None
-
-
-def _from_training_export(path: Path, state: dict[str, Tensor], metadata: Mapping[str, str],
-                          device: Any) -> nn.Module:
-    """Build the architecture a ``napari-sine train`` export records and load its weights strictly.
-
-    The model's ``input_pad`` (the Propagator's default input side) is the embedded preset's for the
-    embedded encoder kinds, which are trained on crops of that size, and the official 896 otherwise.
-    """
-    from .embedded import EMBEDDED_KINDS
-    from .presets import EMBEDDED_PRESET, OFFICIAL_PRESET, PRESETS
-    from .training.loop import build_model
-
-    config = _training_config(path, metadata)
-    model = build_model(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise KeyMismatchError(f"{path} does not fit the architecture recorded in it: {exc}") from None
-    model.eval()
-    embedded = config.kind in EMBEDDED_KINDS and EMBEDDED_PRESET in PRESETS
-    like = EMBEDDED_PRESET if embedded else OFFICIAL_PRESET
-    model.input_pad = PRESETS[like].input.pad_size
-    return model.to(device) if device is not None else model
 
 
 def default_preset() -> str:

@@ -48,7 +48,7 @@ from sine_model.training.folders import folder_groups
 from sine_model.training.losses import SetCriterion
 from sine_model.training.pairs import Episode, PairConfig, PairSampler
 from sine_model.training.synthetic import synthetic_groups
-from sine_model.weights import META_TRAINED_MODEL
+from sine_model.training_export import META_TRAINED_MODEL
 
 __all__ = [
     "Trainer",
