@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 
 from sine_model.propagate import TargetResult
 
@@ -142,10 +142,10 @@ class ProposalSink:
     -----
     napari's part of adding a Labels layer is the longest main-thread step of a run. So the run's
     controller adds the new layers before the model starts, in steps of one event-loop turn each
-    (:meth:`creation_steps`): building a layer and adding it are separate steps; the layers' painting
-    overlays wait for the first painting tool (:func:`defer_paint_overlays`) and the selection is
-    left alone. A run that ends before finishing a target removes them again (:meth:`remove_created`).
-    Layers of an earlier run are reset at their first result (:meth:`layer_steps`).
+    (:meth:`creation_steps`): building a layer, adding it and making the user's layer active again
+    are separate steps; the layers' painting overlays wait for the first painting tool
+    (:func:`defer_paint_overlays`). A run that ends before finishing a target removes them again
+    (:meth:`remove_created`). Layers of an earlier run are reset at their first result (:meth:`layer_steps`).
     """
 
     def __init__(self, viewer: Any, planes: Sequence[TargetPlane], modes: Sequence[str],
@@ -158,6 +158,7 @@ class ProposalSink:
         self._built: dict[tuple[int, str], Labels] = {}  # made, not yet added to the viewer
         self._planned: set[tuple[int, str]] = set()  # layers whose steps were handed out
         self.created: list[Labels] = []
+        self._user_active: Layer | None = None  # the user's active layer while ours are being added
         self.run_info: dict[str, Any] = {}
         self._records = records
         self._dtypes = {mode: _dtype_for(mode, max_reference_label, max_class) for mode in self.modes}
@@ -181,8 +182,13 @@ class ProposalSink:
             record["parameters"]["device"] = self.run_info["device"]
             record["adaptation"] = self.run_info["adaptation"]
 
-    def layer(self, target: Image, mode: str) -> Labels:
-        """The proposal layer of ``mode`` for ``target``, made (or reset) and added now if need be."""
+    def layer(self, target: Image, mode: str, restore_active: bool = True) -> Labels:
+        """The proposal layer of ``mode`` for ``target``, made (or reset) and added now if need be.
+
+        napari makes an added layer the active one, while the user may be painting on another: that
+        layer is made active again at once, or with ``restore_active=False`` by a later
+        :meth:`restore_active` (its own event-loop turn, as the add is the longest one).
+        """
         key = (id(target), mode)
         if key not in self.layers:
             old = self._reusable(target, mode)
@@ -190,12 +196,12 @@ class ProposalSink:
                 layer = self._reset(old, mode, self._record(target, mode))
             else:
                 layer = self._built.pop(key, None) or self._build(target, mode)
-                # napari makes an added layer the active one; the user may be painting on another
-                active = self.viewer.layers.selection.active
+                if self._user_active is None:
+                    self._user_active = self.viewer.layers.selection.active
                 self.viewer.add_layer(layer)
-                if active is not None and active in self.viewer.layers:
-                    self.viewer.layers.selection.active = active
                 self.created.append(layer)
+                if restore_active:
+                    self.restore_active()
             self.layers[key] = layer
             self._rows[id(layer)] = {name: [] for name in FEATURE_COLUMNS}
             self._offsets[id(layer)] = 0
@@ -212,8 +218,20 @@ class ProposalSink:
         if key in self.layers or key in self._planned:
             return []
         self._planned.add(key)
-        make = [] if self._reusable(target, mode) is not None else [lambda: self._build(target, mode)]
-        return [*make, lambda: self.layer(target, mode)]
+        if self._reusable(target, mode) is not None:
+            return [lambda: self.layer(target, mode)]
+        return [lambda: self._build(target, mode), lambda: self.layer(target, mode, restore_active=False),
+                self.restore_active]
+
+    def restore_active(self) -> None:
+        """Make the user's active layer active again if napari made one of our new layers active.
+
+        Nothing happens when the user picked another layer meanwhile or theirs is gone.
+        """
+        user, self._user_active = self._user_active, None
+        current = self.viewer.layers.selection.active
+        if user is not None and user in self.viewer.layers and current in self.created:
+            self.viewer.layers.selection.active = user
 
     def creation_steps(self) -> list[Callable[[], Any]]:
         """:meth:`layer_steps` of the layers this run adds (not of those it reuses).

@@ -260,6 +260,7 @@ class RunController:
             self._progress.close()
             self._progress = None
         if sink is not None:
+            sink.restore_active()  # a cancel skips the creation steps left, the restoring one too
             if sink.done == 0 and (error is not None or cancelled):
                 sink.remove_created()
             else:
