@@ -86,6 +86,8 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
     args += ["--modes", ",".join(params["modes"]), "--model", record["model"]["preset"],
              "--device", device, "--precision", params["precision"],
              "--pad", str(params["pad"]), "--scale", str(params["scale"])]
+    if params.get("instance_source"):
+        args += ["--instances", params["instance_source"]]
     for mode, value in params["thresholds"].items():
         args += [f"--threshold-{mode}", str(value)]
     if params["memory"]:

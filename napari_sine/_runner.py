@@ -58,6 +58,7 @@ def run_records(references: Sequence[ReferenceChoice], pairs: Sequence[tuple[np.
         "thresholds": dict(request.thresholds),
         "scale": request.scale,
         "pad": preset.input.pad_size,
+        "instance_source": preset.instance_source,
         "precision": request.precision,
         "device_requested": request.device,
         "memory": request.memory,

@@ -17,6 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from sine_model.components import INSTANCE_SOURCES
+
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 MODES = ("id", "instance", "semantic")
 
@@ -96,6 +98,9 @@ def _add_propagate(subparsers: Any) -> None:
     add("--pad", type=int, default=None,
         help="model input side in pixels, a multiple of 14 (default: what the model expects)")
     add("--scale", type=float, default=1.0, help="resize factor applied before tiling")
+    add("--instances", choices=INSTANCE_SOURCES, default=None,
+        help="instance answer from SINE's instance queries or the components of the semantic answer "
+             "(default: the model's; the embedded model uses semantic)")
     add("--batch-size", type=int, default=1, help="tiles per model call")
     add("--memory", action="store_true", help="time-lapse: earlier frames help the ID mode")
     add("--adapt", type=float, metavar="SECONDS",
@@ -243,7 +248,7 @@ def _propagate_command(args: argparse.Namespace) -> int:
         model, None if args.device == "auto" else args.device, args.precision,
         pad=args.pad,  # None: the input side the model was trained for (its `input_pad`)
         scale=args.scale, batch_size=args.batch_size, score_thresholds=thresholds,
-        channel_axis=args.channel_axis,
+        channel_axis=args.channel_axis, instance_source=args.instances,
     )
     propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
     if args.adapt:

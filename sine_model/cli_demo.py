@@ -16,6 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
+from sine_model.components import INSTANCE_SOURCES
+
 __all__ = ["add_demo_command", "cmd_demo"]
 
 MODES = ("id", "instance", "semantic")
@@ -41,7 +43,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model = cli._load_model(args)
     sample = load_sample()
     pairs = [(sample.reference, sample.reference_labels)]
-    propagator = Propagator(model, None if args.device == "auto" else args.device, pad=args.pad)
+    propagator = Propagator(model, None if args.device == "auto" else args.device, pad=args.pad,
+                            instance_source=args.instances)
     print(f"model {name} on {propagator.device}; reference: bundled 'reference' "
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
     if args.adapt:
@@ -98,6 +101,9 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
                    help="preset name or model file (default: official if installed, else embedded)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--pad", type=int, default=None, help="model input side (default: the model's)")
+    p.add_argument("--instances", choices=INSTANCE_SOURCES, default=None,
+                   help="instance answer from SINE's instance queries or the components of the semantic "
+                        "answer (default: the model's)")
     p.add_argument("--adapt", type=float, metavar="SECONDS",
                    help="fine-tune neck + decoder on the reference for at most SECONDS first")
     p.set_defaults(handler=cmd_demo)

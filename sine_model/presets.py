@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from .components import INSTANCE_SOURCES
 from .embedded import build_embedded
 from .encoder import EncoderConfig, encoder_config
 from .model import build_sine
@@ -205,6 +206,10 @@ class Preset:
         Weights published by the SINE authors.
     builder : callable or None
         Function building the model from ``architecture``; ``None`` means :func:`build_sine`.
+    instance_source : {"queries", "semantic"}
+        How the instance answer is made by default: SINE's instance queries (official), or the
+        connected components of the semantic answer (:mod:`sine_model.components`), for models whose
+        instance branch is measurably weaker than their semantic answer.
     """
 
     name: str
@@ -216,10 +221,14 @@ class Preset:
     encoder_weights: tuple[WeightSource, ...] = ()
     official: bool = False
     builder: Callable[..., nn.Module] | None = None
+    instance_source: str = "queries"
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"preset name {self.name!r} must be lowercase letters, digits, '.', '_' or '-'")
+        if self.instance_source not in INSTANCE_SOURCES:
+            raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, "
+                             f"got {self.instance_source!r}")
 
     def build(self) -> nn.Module:
         """Build the architecture with random weights (no file or network access)."""
@@ -400,5 +409,8 @@ register_preset(
                               url="https://opensource.org/license/bsd-3-clause"),
         # Trained on 224-pixel crops at the images' own scale: targets are tiled, never shrunk.
         input=InputSpec(pad_size=224, resize_rule="fss"),
+        # Its instance queries are undertrained; the components of its semantic answer score far higher
+        # (docs/quality.md), so those are its instance answer.
+        instance_source="semantic",
     )
 )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .components import INSTANCE_SOURCES, min_areas_by_class
 from .context import ReferenceTokens
 from .device import select_device, select_precision
 from .feature_cache import FeatureCache, content_key
@@ -32,7 +33,7 @@ from .inputs import (
 from .memory import TimelapseMemory
 from .model import SINE
 from .postprocess import SEMANTIC_THRESHOLD
-from .stitching import TileOutput, stitch_id, stitch_instances, stitch_semantic
+from .stitching import TileOutput, stitch_id, stitch_instances, stitch_semantic, stitch_semantic_instances
 from .tiling import Tile, plan_tiles
 from .transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
 
@@ -105,6 +106,11 @@ class Propagator:
         How many times a target whose instance proposals saturate a tile (≥ 90 % of the instance queries)
         is re-processed with tiles of half the side, so targets with more objects than queries are
         covered (0 disables).
+    instance_source : {"queries", "semantic"}, optional
+        How the instance answer is made: from SINE's instance queries (official), or as the connected
+        components of the semantic answer (:mod:`sine_model.components`; components under a tenth of
+        the median reference object are dropped). Default: the ``instance_source`` that
+        :func:`~sine_model.weights.from_pretrained` records on the model (the preset's), else "queries".
     """
 
     def __init__(
@@ -121,9 +127,13 @@ class Propagator:
         score_thresholds: Mapping[str, float] | None = None,
         channel_axis: int | None = None,
         dense_refinement: int = 1,
+        instance_source: str | None = None,
     ) -> None:
         patch = model.patch_size
         pad = int(getattr(model, "input_pad", 896)) if pad is None else pad
+        instance_source = instance_source or getattr(model, "instance_source", "queries")
+        if instance_source not in INSTANCE_SOURCES:
+            raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, got {instance_source!r}")
         if pad <= 0 or pad % patch:
             raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
         if not scale > 0:
@@ -145,6 +155,8 @@ class Propagator:
         self.thresholds = {**DEFAULT_THRESHOLDS, **(score_thresholds or {})}
         self.channel_axis = channel_axis
         self.dense_refinement = max(0, int(dense_refinement))
+        self.instance_source = instance_source
+        self._min_area: dict[int, int] = {}  # per class, for instances from the semantic answer
         self.instance_topk = self.model.transformer_decoder.num_queries
         self.cache = FeatureCache(cache_bytes)
         self._encoder_key = self._fingerprint_encoder()
@@ -198,6 +210,7 @@ class Propagator:
                                    {k: "ref:" + ",".join(map(str, sorted(v))) for k, v in sources.items()})
             self._tokens = self.model.reference_tokens(features, masks, class_lists, ids)
         self._reference = reference
+        self._min_area = min_areas_by_class([labels for _, labels, _, _ in checked], class_of)
         self._ref_ndim = checked[0][0].ndim
         self._ref_channels = channels.pop()
 
@@ -287,6 +300,9 @@ class Propagator:
         tensors = [rgb_to_model_input(pending[n][1][tile.slices], g.valid_hw, self.pad)
                    for (n, tile), g in zip(jobs, geometries, strict=True)]
         outputs: list[list[TileOutput]] = [[] for _ in pending]
+        tile_modes = modes
+        if self.instance_source == "semantic" and "instance" in modes:  # instances come from the class map
+            tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in modes))
         with torch.inference_mode():
             tokens = self._tokens_with_memory(timeline)
             for start in range(0, len(jobs), self.batch_size):
@@ -296,7 +312,7 @@ class Propagator:
                     raw = self.model.decode(features, tokens, return_aux=False)
                 for b, ((n, tile), geometry) in enumerate(zip(jobs[start:stop], geometries[start:stop],
                                                                strict=True)):
-                    outputs[n].append(TileOutput.from_raw(raw, b, tile, geometry, tokens, modes,
+                    outputs[n].append(TileOutput.from_raw(raw, b, tile, geometry, tokens, tile_modes,
                                                           self.thresholds, self.instance_topk))
                     if timeline is not None:
                         self._remember(timeline, pending[n][0], features[b], raw, b, geometry, tokens)
@@ -327,7 +343,11 @@ class Propagator:
                 label_map, found = stitch_id(shape, tiles, threshold)
                 rows = [(obj, s, sources.get(obj, "")) for obj, s in found]
             elif mode == "instance":
-                label_map, found = stitch_instances(shape, tiles, threshold)
+                if self.instance_source == "semantic":
+                    label_map, found = stitch_semantic_instances(
+                        shape, tiles, tokens.sem_labels.tolist(), self.thresholds["semantic"], self._min_area)
+                else:
+                    label_map, found = stitch_instances(shape, tiles, threshold)
                 rows = [(obj, s, f"class:{c}") for obj, s, c in found]
             else:
                 label_map, found = stitch_semantic(shape, tiles, tokens.sem_labels.tolist(), threshold)

@@ -6,22 +6,26 @@
   the overlap is wider than the object); instances mostly hidden by better-scored ones (< 50 % visible)
   are dropped; survivors get fresh ids 1..n by descending score.
 * Semantic: each tile writes its core of the (unnormalised) class map; the map is thresholded last.
+  Instances may instead be the components of that class map (:func:`stitch_semantic_instances`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .components import semantic_components
 from .context import ReferenceTokens
 from .labelmaps import ScoreCanvas, smallest_label_dtype
 from .postprocess import Detections, id_inference, instance_inference, semantic_inference, semantic_label_map
 from .tiling import Tile
 from .transforms import Geometry
 
-__all__ = ["TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "MIN_VISIBLE_FRACTION"]
+__all__ = ["TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "stitch_semantic_instances",
+           "MIN_VISIBLE_FRACTION"]
 
 MIN_VISIBLE_FRACTION = 0.5
 
@@ -114,14 +118,32 @@ def stitch_instances(shape: tuple[int, int], tiles: list[TileOutput],
     return label_map, rows
 
 
-def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
-                    threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
-    """Semantic class map and (class, mean map value inside the class) rows."""
+def _semantic_maps(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The stitched per-class map ``(C, H, W)`` and the class map thresholded from it."""
     probs = np.zeros((len(sem_labels), *shape), dtype=np.float32)
     for out in tiles:
         assert out.semantic is not None
         probs[(slice(None), *out.tile.core_slices)] = out.semantic
-    label_map = semantic_label_map(torch.from_numpy(probs), torch.tensor(sem_labels), threshold)
+    return probs, semantic_label_map(torch.from_numpy(probs), torch.tensor(sem_labels), threshold)
+
+
+def stitch_semantic_instances(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
+                              threshold: float, min_area: int | Mapping[int, int] = 1,
+                              ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
+    """Instances as the components of the semantic class map (see :mod:`sine_model.components`).
+
+    Rows are (id, mean class map value inside, class).
+    """
+    probs, label_map = _semantic_maps(shape, tiles, sem_labels, threshold)
+    scores = {cls: probs[channel] for channel, cls in enumerate(sem_labels)}
+    return semantic_components(label_map, min_area, scores)
+
+
+def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
+                    threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Semantic class map and (class, mean map value inside the class) rows."""
+    probs, label_map = _semantic_maps(shape, tiles, sem_labels, threshold)
     rows = []
     for channel, cls in enumerate(sem_labels):
         inside = label_map == cls

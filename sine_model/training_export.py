@@ -40,8 +40,9 @@ def load_training_export(path: Path, state: dict[str, Tensor], metadata: Mapping
                           device: Any) -> nn.Module:
     """Build the architecture a ``napari-sine train`` export records and load its weights strictly.
 
-    The model's ``input_pad`` (the Propagator's default input side) is the embedded preset's for the
-    embedded encoder kinds, which are trained on crops of that size, and the official 896 otherwise.
+    The model's ``input_pad`` and ``instance_source`` (the Propagator's defaults) are the embedded
+    preset's for the embedded encoder kinds, which are trained on crops of that size, and the official
+    preset's otherwise.
     """
     from .embedded import EMBEDDED_KINDS
     from .presets import EMBEDDED_PRESET, OFFICIAL_PRESET, PRESETS
@@ -57,4 +58,5 @@ def load_training_export(path: Path, state: dict[str, Tensor], metadata: Mapping
     embedded = config.kind in EMBEDDED_KINDS and EMBEDDED_PRESET in PRESETS
     like = EMBEDDED_PRESET if embedded else OFFICIAL_PRESET
     model.input_pad = PRESETS[like].input.pad_size
+    model.instance_source = PRESETS[like].instance_source
     return model.to(device) if device is not None else model

@@ -381,7 +381,8 @@ def from_pretrained(
     expected = expected_shapes(preset)
     check_state_dict(state, expected, str(name_or_path))
     model = _instantiate(preset, finalise_state_dict(state, expected, []), device)
-    model.input_pad = preset.input.pad_size  # the Propagator's default input side
+    model.input_pad = preset.input.pad_size  # the Propagator's defaults: input side, instance source
+    model.instance_source = preset.instance_source
     _show_licence_once(preset, folder)
     return model
 

@@ -115,6 +115,33 @@ def test_png_list_with_rgb_and_mode_subset(capsys, data):
     assert {r["mode"] for r in scores(out)} <= {"id", "semantic"}
 
 
+def test_instances_option_picks_the_instance_source(capsys, data, monkeypatch):
+    from sine_model.components import min_areas_by_class, semantic_components
+
+    made: list[Propagator] = []
+    init = Propagator.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Propagator, "__init__", recording_init)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--instances", "semantic",
+                             "--threshold-semantic", "0.2")
+    assert code == 0, err
+    assert made[-1].instance_source == "semantic"
+    out = data / "out"
+    semantic = tifffile.imread(out / "labels_semantic.tif")
+    instance = tifffile.imread(out / "labels_instance.tif")
+    floor = min_areas_by_class([tifffile.imread(data / "labels.tif")], {3: 1, 7: 1})
+    for plane in range(3):
+        np.testing.assert_array_equal(instance[plane], semantic_components(semantic[plane], floor)[0])
+    assert propagate(capsys, data, "--stack-axis", "0", "--overwrite")[0] == 0
+    assert made[-1].instance_source == "queries"  # the tiny model has no preference: official
+    code, _, err = run(capsys, "propagate", "--instances", "watershed")
+    assert code == 2 and "invalid choice" in err
+
+
 def test_zarr_targets_and_zarr_output(capsys, data):
     zarr = pytest.importorskip("zarr")
     stack = np.random.default_rng(2).random((2, H, W)).astype(np.float32)

@@ -300,3 +300,30 @@ def test_engine_runs_the_embedded_models(kind):
     p.set_references([_reference()])
     result = next(p.propagate(np.zeros((60, 70), np.uint8)))
     assert result.shape == (60, 70) and set(result.labels) == {"id", "instance", "semantic"}
+
+
+def test_instances_from_the_semantic_answer(model):
+    from sine_model.components import min_areas_by_class, semantic_components
+
+    image, labels = _reference()
+    target = np.random.default_rng(3).integers(0, 255, (80, 70), dtype=np.uint8)
+    queries = _propagator(model)
+    queries.set_references([(image, labels)])
+    semantic = _propagator(model, instance_source="semantic", score_thresholds={"semantic": 0.2})
+    semantic.set_references([(image, labels)])
+    result = next(semantic.propagate(target, modes=("instance", "semantic")))
+    floor = min_areas_by_class([labels], {4: 1, 70000: 1})
+    expected, rows = semantic_components(result.labels["semantic"], floor)
+    assert floor == {1: 60} and expected.max() > 0  # a tenth of the median of 400 and 800 px
+    np.testing.assert_array_equal(result.labels["instance"], expected)
+    assert [s.label for s in result.scores if s.mode == "instance"] == [i for i, _, _ in rows]
+    alone = next(semantic.propagate(target, modes=("instance",)))  # the semantic map is made anyway
+    np.testing.assert_array_equal(alone.labels["instance"], expected)
+    assert queries.instance_source == "queries"  # a model without the attribute: official behaviour
+    model.instance_source = "semantic"
+    try:
+        assert _propagator(model).instance_source == "semantic"
+    finally:
+        del model.instance_source
+    with pytest.raises(ValueError, match="instance_source must be one of"):
+        _propagator(model, instance_source="watershed")

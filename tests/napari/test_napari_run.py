@@ -63,6 +63,7 @@ def test_full_run_creates_proposal_layers(sample_viewer, qtbot):
         assert record["model"]["weights_sha256"] == installed_weights(TINY_PRESET).sha256
         assert record["references"][0]["labels"]["layer"] == "reference labels"
         assert record["parameters"]["scale"] == 0.16 and record["parameters"]["device"] == "cpu"
+        assert record["parameters"]["instance_source"] == "queries"  # the tiny preset's
         assert record["target"] == {"layer": "targets", "source": None, "stack_axis": 0,
                                     "shape": [3, 520, 696]}
         assert record["targets_done"] == 3 and record["cancelled"] is False

@@ -146,7 +146,8 @@ def test_replay_command_parses_with_the_cli():
         "model": {"preset": "sine-vitl"},
         "parameters": {"modes": ["id", "instance"], "device_requested": "cuda:1", "precision": "auto",
                        "pad": 896, "scale": 0.5, "thresholds": {"id": 0.4, "instance": 0.4},
-                       "memory": True, "classes": {"1": 2}, "channel_axis": None, "adapt_seconds": 20.0},
+                       "memory": True, "classes": {"1": 2}, "channel_axis": None, "adapt_seconds": 20.0,
+                       "instance_source": "semantic"},
     }
     command, missing = cli_command(record)
     assert not missing
@@ -154,5 +155,6 @@ def test_replay_command_parses_with_the_cli():
     assert args.ref == ["/d/a.png"] and args.targets == ["/d/stack.tif"] and args.stack_axis == 0
     assert args.modes == ("id", "instance") and args.device == "cuda" and args.memory
     assert args.threshold_id == 0.4 and args.classes == {1: 2} and args.scale == 0.5 and args.adapt == 20
+    assert args.instances == "semantic"
     record["references"][0]["plane"] = 3
     assert cli_command(record)[0] is None

@@ -1,0 +1,109 @@
+"""Instances from the semantic answer: connected components of each class.
+
+SINE's own instance answer comes from its instance queries (:func:`sine_model.postprocess.instance_inference`,
+the official behaviour). A model whose instance branch is weak but whose semantic answer is good — the
+embedded model, trained for under an hour on a CPU (measured in ``docs/quality.md``) — gives far better
+instances as the connected components of its semantic map, the way pixel classifiers (ilastik, the
+random-forest baseline of ``bench/evaluate.py``) make instances. Presets choose the source
+(``Preset.instance_source``); every run records it.
+
+Components are 4-connected and per class, so touching objects of one class stay one instance; pieces
+smaller than a fraction of the reference objects' median area are dropped as noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .labelmaps import smallest_label_dtype
+
+__all__ = ["INSTANCE_SOURCES", "MIN_AREA_FRACTION", "min_areas_by_class", "min_component_area",
+           "semantic_components"]
+
+#: ``"queries"``: SINE's instance queries (official); ``"semantic"``: components of the semantic map.
+INSTANCE_SOURCES: tuple[str, ...] = ("queries", "semantic")
+#: Components smaller than this fraction of the median reference object area are dropped.
+MIN_AREA_FRACTION: float = 0.1
+
+
+def min_component_area(reference_areas: np.ndarray | list[int], fraction: float = MIN_AREA_FRACTION) -> int:
+    """Smallest component kept: ``fraction`` of the median reference object area, at least 1 pixel.
+
+    Parameters
+    ----------
+    reference_areas : array-like of int
+        Pixel areas of the reference objects (at the targets' pixel size).
+    fraction : float, optional
+        Fraction of the median area.
+    """
+    areas = np.asarray(reference_areas, dtype=np.float64)
+    if areas.size == 0:
+        return 1
+    return max(1, int(round(fraction * float(np.median(areas)))))
+
+
+def min_areas_by_class(label_images: list[np.ndarray], class_of: Mapping[int, int]) -> dict[int, int]:
+    """:func:`min_component_area` per class, from reference label images and their label -> class map."""
+    areas: dict[int, list[int]] = {}
+    for labels in label_images:
+        values, counts = np.unique(labels[labels != 0], return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            areas.setdefault(class_of[int(value)], []).append(count)
+    return {cls: min_component_area(a) for cls, a in areas.items()}
+
+
+def semantic_components(
+    label_map: np.ndarray,
+    min_area: int | Mapping[int, int] = 1,
+    class_scores: Mapping[int, np.ndarray] | None = None,
+) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
+    """Split a semantic class map into instances: the 4-connected components of each class.
+
+    Parameters
+    ----------
+    label_map : np.ndarray
+        ``(H, W)`` class map, 0 = background.
+    min_area : int or mapping, optional
+        Smallest component kept, in pixels; a mapping gives it per class (missing classes: 1).
+    class_scores : mapping, optional
+        Class id -> ``(H, W)`` score map (e.g. the semantic probability); an instance's score is the
+        mean inside it. Without it every score is 1.
+
+    Returns
+    -------
+    instances : np.ndarray
+        ``(H, W)`` instance map, ids 1..n in descending score (ties: class, then raster order).
+    rows : list of (id, score, class)
+    """
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"label_map must be a 2-D class map, got shape {label_map.shape}")
+    found: list[tuple[float, int, int, np.ndarray]] = []  # (score, class, order, flat indices)
+    for cls in np.unique(label_map):
+        if cls == 0:
+            continue
+        cls = int(cls)
+        floor = min_area.get(cls, 1) if isinstance(min_area, Mapping) else int(min_area)
+        components, count = ndi.label(label_map == cls)
+        if count == 0:
+            continue
+        flat = components.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(1, count + 2))
+        scores = None if class_scores is None else np.asarray(class_scores[cls]).ravel()
+        for n in range(count):
+            pixels = order[bounds[n]:bounds[n + 1]]
+            if pixels.size < floor:
+                continue
+            score = 1.0 if scores is None else float(scores[pixels].mean())
+            found.append((score, cls, len(found), pixels))
+    found.sort(key=lambda f: (-f[0], f[1], f[2]))
+    instances = np.zeros(label_map.size, dtype=smallest_label_dtype(len(found)))
+    rows = []
+    for new_id, (score, cls, _, pixels) in enumerate(found, start=1):
+        instances[pixels] = new_id
+        rows.append((new_id, score, cls))
+    return instances.reshape(label_map.shape), rows
