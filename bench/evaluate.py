@@ -33,6 +33,7 @@ import platform
 import shlex
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import OtsuBaseline, Prediction, RandomForestBaseline, Runner  # noqa: E402
 
+from sine_model.components import min_areas_by_class, semantic_components  # noqa: E402
 from sine_model.metrics import foreground_iou, id_score, match_instances  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,12 +178,20 @@ class ModelRunner:
     """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
 
     def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
-                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0) -> None:
+                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
+                 instance_sources: Sequence[str] = ("queries", "semantic")) -> None:
         from sine_model.propagate import Propagator
 
         self.name = name
         self.modes = tuple(modes)
-        self.propagator = Propagator(model, device, pad=pad, scale=scale)
+        # Both instance sources from one pass: the engine makes query instances, and the semantic answer's
+        # components are made here with the engine's own function and area floor.
+        sources = tuple(dict.fromkeys(instance_sources))
+        engine_source = "queries" if "queries" in sources else sources[0]
+        self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
+        self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
+            if len(sources) > 1 else {}
+        self._floor: dict[int, int] = {}
         self.base_model = model
         self.adapt_seconds = float(adapt_seconds)
         self.adapt_steps: list[int] = []
@@ -199,6 +209,7 @@ class ModelRunner:
         else:
             self.propagator.set_references([(image, labels)], classes)
         self._ref_ndim = np.ndim(image)
+        self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
 
     def _like_reference(self, image: np.ndarray) -> np.ndarray:
         # a gray image stored as RGB next to true gray ones: give the engine the reference's layout
@@ -211,7 +222,11 @@ class ModelRunner:
     def predict(self, targets: Iterable[np.ndarray]) -> Iterator[Prediction]:
         images = [self._like_reference(np.asarray(t)) for t in targets]
         for result in self.propagator.propagate(images, modes=self.modes):
-            yield dict(result.labels)
+            pred = dict(result.labels)
+            if self.variants:
+                pred["instance@queries"] = pred["instance"]
+                pred["instance@semantic"] = semantic_components(pred["semantic"], self._floor)[0]
+            yield pred
 
 
 def make_model(spec: str, device: str | None = None):
@@ -267,13 +282,18 @@ def run_plan(runner: Runner, plan: Sequence[Pairing], id_crops: bool = True,
         for item, (_, truth), pred in zip(pairing.targets, loaded, runner.predict(img for img, _ in loaded),
                                           strict=True):
             seconds = time.perf_counter() - start
-            records.append(_score(dict(kind="pair", method=runner.name, dataset=pairing.dataset,
-                                       group=pairing.group, reference=pairing.reference.name,
-                                       target=item.name, fit_s=fit_s, predict_s=seconds), truth, pred))
+            variants = getattr(runner, "variants", None) or {"": "instance"}
+            for suffix, key in variants.items():
+                method = f"{runner.name} {suffix}".strip()
+                records.append(_score(dict(kind="pair", method=method, dataset=pairing.dataset,
+                                           group=pairing.group, reference=pairing.reference.name,
+                                           target=item.name, fit_s=fit_s, predict_s=seconds), truth,
+                                      {**pred, "instance": pred[key]}))
             has_id = has_id or "id" in pred
             start = time.perf_counter()
+        done = [r for r in records if r["reference"] == pairing.reference.name and r["kind"] == "pair"]
         log(f"  {runner.name:>18} | {pairing.dataset}/{pairing.group} ref {pairing.reference.name[:16]}: "
-            + " ".join(f"{r['f1']:.2f}" for r in records[-len(loaded):]))
+            + " ".join(f"{r['f1']:.2f}" for r in done[-len(loaded) * len(variants):]))
         if id_crops and has_id and getattr(runner, "id_crops", True):
             a_img, a_lab, b_img, b_lab = crop_pair(ref_image, ref_labels)
             runner.fit(a_img, a_lab)
@@ -390,6 +410,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt", type=float, nargs="+", default=[0.0], metavar="SECONDS",
                         help="test-time adaptation of the model on each reference for SECONDS (0: none); "
                              "several values run the model once per value (adapted runs skip ID crops)")
+    parser.add_argument("--instances", nargs="+", choices=["queries", "semantic"],
+                        default=["queries", "semantic"],
+                        help="instance answer(s) of the model to score: its instance queries and/or the "
+                             "components of its semantic answer (both come from one pass)")
     parser.add_argument("--device", default=None, help="model device (default: auto)")
     parser.add_argument("--baselines", nargs="*", choices=["rf", "rf-border", "otsu"],
                         default=["rf", "rf-border", "otsu"],
@@ -417,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         for seconds in dict.fromkeys(args.adapt):
             label = f"SINE ({name} + adapt {seconds:g} s)" if seconds else f"SINE ({name})"
             runners.append(ModelRunner(model, label, pad=args.pad or default_pad, scale=args.scale,
-                                       device=args.device, adapt_seconds=seconds))
+                                       device=args.device, adapt_seconds=seconds,
+                                       instance_sources=args.instances))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}
     runners += [makers[b]() for b in dict.fromkeys(args.baselines)]

@@ -202,11 +202,42 @@ def test_model_runner_on_fake_data(tmp_path):
     plan = evaluate.plan_pairs("dsb2018", evaluate.load_groups("dsb2018", tmp_path), 1, 2)
     model, pad = evaluate.make_model("random-tiny")
     assert pad == 112
-    runner = evaluate.ModelRunner(model, "tiny", pad=pad, device="cpu")
+    runner = evaluate.ModelRunner(model, "tiny", pad=pad, device="cpu", instance_sources=["queries"])
     records = evaluate.run_plan(runner, plan)
     assert [r["kind"] for r in records] == ["pair", "pair", "id_crop"]
     assert all(0 <= r["f1"] <= 1 and 0 <= r["semantic_iou"] <= 1 for r in records[:2])
     assert records[2]["n_ids"] > 0 and 0 <= records[2]["id_score"] <= 1
+    assert {r["method"] for r in records} == {"tiny"}
+
+
+def test_model_runner_scores_both_instance_sources_from_one_pass(tmp_path, monkeypatch):
+    from sine_model.components import min_areas_by_class, semantic_components
+    from sine_model.propagate import Propagator
+
+    fake_dsb(tmp_path, {"A": 3})
+    plan = evaluate.plan_pairs("dsb2018", evaluate.load_groups("dsb2018", tmp_path), 1, 2)
+    model, pad = evaluate.make_model("random-tiny")
+    runner = evaluate.ModelRunner(model, "tiny", pad=pad, device="cpu")  # default: both
+    assert runner.propagator.instance_source == "queries"
+    passes = []
+    propagate = Propagator.propagate
+    monkeypatch.setattr(Propagator, "propagate",
+                        lambda self, *a, **k: (passes.append(1), propagate(self, *a, **k))[1])
+    records = evaluate.run_plan(runner, plan, id_crops=False)
+    assert len(passes) == 1  # one model pass for both rows
+    assert [r["method"] for r in records] == ["tiny [queries instances]", "tiny [semantic instances]"] * 2
+    # the semantic row is what the engine itself gives with instance_source="semantic"
+    ref_image = evaluate.load_image(plan[0].reference.image)
+    ref_labels = evaluate.load_labels(plan[0].reference.labels)
+    engine = Propagator(model, "cpu", pad=pad, instance_source="semantic")
+    engine.set_references([(ref_image, ref_labels)])
+    target = evaluate.load_image(plan[0].targets[0].image)
+    result = next(engine.propagate([target]))
+    floor = min_areas_by_class([ref_labels], {int(v): 1 for v in np.unique(ref_labels) if v})
+    expected = semantic_components(result.labels["semantic"], floor)[0]
+    np.testing.assert_array_equal(result.labels["instance"], expected)
+    truth = evaluate.load_labels(plan[0].targets[0].labels)
+    assert records[1]["f1"] == evaluate.match_instances(truth, result.labels["instance"]).f1
 
 
 def test_adapted_model_runner_adapts_a_fresh_copy_per_reference(tmp_path):
@@ -216,7 +247,7 @@ def test_adapted_model_runner_adapts_a_fresh_copy_per_reference(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     runner = evaluate.ModelRunner(model, "tiny + adapt", pad=pad, device="cpu", adapt_seconds=0.5)
     records = evaluate.run_plan(runner, plan)
-    assert [r["kind"] for r in records] == ["pair", "pair"]  # adapted runs skip the ID crops
+    assert [r["kind"] for r in records] == ["pair"] * 4  # 2 pairs x 2 instance sources; no ID crops
     assert len(runner.adapt_steps) == 2 and min(runner.adapt_steps) >= 1
     assert runner.propagator.model is not model  # the propagator holds an adapted copy ...
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # ... the base is intact
