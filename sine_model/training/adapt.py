@@ -61,9 +61,12 @@ class AdaptResult:
     encoder_changed: bool = False
 
 
-def trainable_for_adaptation(model: SINE) -> list[nn.Parameter]:
-    """The parameters :func:`adapt` trains: the neck and the whole ``transformer_decoder``."""
-    return [*model.image_encoder.neck.parameters(), *model.transformer_decoder.parameters()]
+def trainable_for_adaptation(model: SINE, train_encoder: bool = False) -> list[nn.Parameter]:
+    """The parameters :func:`adapt` trains: the neck and the whole ``transformer_decoder`` (and the
+    encoder's trainable parameters with ``train_encoder``)."""
+    encoder = model.image_encoder.encoder
+    encoder = [p for p in encoder.parameters() if p.requires_grad] if train_encoder else []
+    return [*encoder, *model.image_encoder.neck.parameters(), *model.transformer_decoder.parameters()]
 
 
 def _items(
@@ -113,13 +116,14 @@ def adapt(
     channel_axis: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    train_encoder: bool = False,
 ) -> AdaptResult:
     """Fine-tune the neck and decoder of ``model`` on crop pairs of labelled references, for a bounded time.
 
     Parameters
     ----------
     model : SINE
-        The model; its encoder is never trained.
+        The model; its encoder is trained only with ``train_encoder``.
     pairs : sequence of (image, labels)
         Reference images (2-D, or 3-D with channels) and their instance label images (0 = background);
         :class:`~sine_model.training.pairs.PairItem` objects are accepted too.
@@ -153,6 +157,9 @@ def adapt(
         Seed of the episode and point sampling.
     device : str or torch.device, optional
         Default: the device of the model's parameters.
+    train_encoder : bool
+        Train the encoder's trainable parameters too (meant for the small embedded encoders; cached
+        encoder features of the model become stale).
 
     Returns
     -------
@@ -179,7 +186,7 @@ def adapt(
     if device is not None:
         target.to(device)
     dev = next(target.parameters()).device
-    trainable = trainable_for_adaptation(target)
+    trainable = trainable_for_adaptation(target, train_encoder)
     trainable_ids = {id(p) for p in trainable}
     flags = {name: p.requires_grad for name, p in target.named_parameters()}
     encoder_versions = _versions(target.image_encoder.encoder)
