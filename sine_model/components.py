@@ -59,6 +59,7 @@ def semantic_components(
     label_map: np.ndarray,
     min_area: int | Mapping[int, int] = 1,
     class_scores: Mapping[int, np.ndarray] | None = None,
+    min_score: float = float("-inf"),
 ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
     """Split a semantic class map into instances: the 4-connected components of each class.
 
@@ -71,6 +72,8 @@ def semantic_components(
     class_scores : mapping, optional
         Class id -> ``(H, W)`` score map (e.g. the semantic probability); an instance's score is the
         mean inside it. Without it every score is 1.
+    min_score : float, optional
+        Instances scoring below this are dropped (the instance score threshold).
 
     Returns
     -------
@@ -99,6 +102,8 @@ def semantic_components(
             if pixels.size < floor:
                 continue
             score = 1.0 if scores is None else float(scores[pixels].mean())
+            if score < min_score:
+                continue
             found.append((score, cls, len(found), pixels))
     found.sort(key=lambda f: (-f[0], f[1], f[2]))
     instances = np.zeros(label_map.size, dtype=smallest_label_dtype(len(found)))

@@ -109,7 +109,7 @@ class Propagator:
     instance_source : {"queries", "semantic"}, optional
         How the instance answer is made: from SINE's instance queries (official), or as the connected
         components of the semantic answer (:mod:`sine_model.components`; components under a tenth of
-        the median reference object are dropped). Default: the ``instance_source`` that
+        the median reference object, or scoring under the instance threshold, are dropped). Default: the ``instance_source`` that
         :func:`~sine_model.weights.from_pretrained` records on the model (the preset's), else "queries".
     """
 
@@ -345,7 +345,8 @@ class Propagator:
             elif mode == "instance":
                 if self.instance_source == "semantic":
                     label_map, found = stitch_semantic_instances(
-                        shape, tiles, tokens.sem_labels.tolist(), self.thresholds["semantic"], self._min_area)
+                        shape, tiles, tokens.sem_labels.tolist(), self.thresholds["semantic"], self._min_area,
+                        threshold)
                 else:
                     label_map, found = stitch_instances(shape, tiles, threshold)
                 rows = [(obj, s, f"class:{c}") for obj, s, c in found]

@@ -130,14 +130,16 @@ def _semantic_maps(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: 
 
 def stitch_semantic_instances(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
                               threshold: float, min_area: int | Mapping[int, int] = 1,
+                              min_score: float = float("-inf"),
                               ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
     """Instances as the components of the semantic class map (see :mod:`sine_model.components`).
 
-    Rows are (id, mean class map value inside, class).
+    ``threshold`` makes the class map (the semantic threshold); rows are (id, mean class map value
+    inside, class), and instances scoring under ``min_score`` are dropped.
     """
     probs, label_map = _semantic_maps(shape, tiles, sem_labels, threshold)
     scores = {cls: probs[channel] for channel, cls in enumerate(sem_labels)}
-    return semantic_components(label_map, min_area, scores)
+    return semantic_components(label_map, min_area, scores, min_score)
 
 
 def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],

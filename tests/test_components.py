@@ -37,6 +37,8 @@ def test_area_floor_per_class_and_scores_order_the_ids():
     assert [(i, round(s, 3), c) for i, s, c in rows] == [(1, 0.9, 2), (2, 0.8, 1), (3, 0.5, 1)]
     assert (instances[6:10, 6:10] == 2).all() and (instances[0:3, 3:5] == 1).all()
     assert instances[11, 0] == 0 and instances[9, 0] == 0  # under 5 px
+    kept, rows = semantic_components(label_map, {1: 5}, scores, min_score=0.6)  # the instance threshold
+    assert [(i, c) for i, _, c in rows] == [(1, 2), (2, 1)] and kept.max() == 2
     assert semantic_components(np.zeros((4, 4), np.uint8))[0].max() == 0
     with pytest.raises(ValueError, match="2-D class map"):
         semantic_components(np.zeros((2, 4, 4), np.uint8))
