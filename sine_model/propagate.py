@@ -109,8 +109,9 @@ class Propagator:
     instance_source : {"queries", "semantic"}, optional
         How the instance answer is made: from SINE's instance queries (official), or as the connected
         components of the semantic answer (:mod:`sine_model.components`; components under a tenth of
-        the median reference object, or scoring under the instance threshold, are dropped). Default: the ``instance_source`` that
-        :func:`~sine_model.weights.from_pretrained` records on the model (the preset's), else "queries".
+        the median reference object, or scoring under the instance threshold, are dropped). Default:
+        the ``instance_source`` that :func:`~sine_model.weights.from_pretrained` records on the model
+        (the preset's), else "queries".
     """
 
     def __init__(
