@@ -399,11 +399,12 @@ register_preset(
         weights=WeightSource(
             kind="bundled",
             location="data/sine-embedded.safetensors",
-            sha256="d7f001c805a233153b4edb451aa96bfb9593e0a0255c032e2e65a350897a38d5",
+            sha256="5c896f317dfd0becd5b079bee487843c0fc39bfdc829d0fee9c8ffa9982d1edf",
             size_bytes=11296344,
             key_format="sine",
             licence="BSD-3-Clause",
-            description="trained by `napari-sine train configs/embedded.toml` (log: docs/training/)",
+            description="trained by `napari-sine train configs/embedded.toml`, continued to 5,500 steps "
+                        "(docs/training.md)",
         ),
         licence=LicenceNotice(name="BSD-3-Clause", text=_EMBEDDED_TERMS,
                               url="https://opensource.org/license/bsd-3-clause"),
