@@ -279,10 +279,10 @@ def run_plan(runner: Runner, plan: Sequence[Pairing], id_crops: bool = True,
         loaded = [loader(t) for t in pairing.targets]
         start = time.perf_counter()
         has_id = False
+        variants = getattr(runner, "variants", None) or {"": "instance"}
         for item, (_, truth), pred in zip(pairing.targets, loaded, runner.predict(img for img, _ in loaded),
                                           strict=True):
             seconds = time.perf_counter() - start
-            variants = getattr(runner, "variants", None) or {"": "instance"}
             for suffix, key in variants.items():
                 method = f"{runner.name} {suffix}".strip()
                 records.append(_score(dict(kind="pair", method=method, dataset=pairing.dataset,
@@ -299,10 +299,12 @@ def run_plan(runner: Runner, plan: Sequence[Pairing], id_crops: bool = True,
             runner.fit(a_img, a_lab)
             pred = next(iter(runner.predict([b_img])))
             score = id_score(b_lab, pred["id"], reference_ids=a_lab)
-            records.append(dict(kind="id_crop", method=runner.name, dataset=pairing.dataset,
-                                group=pairing.group, reference=pairing.reference.name,
-                                target=pairing.reference.name + ":crop", id_score=score.score,
-                                n_ids=score.n_ids, n_found=score.n_found, n_spurious=score.n_spurious))
+            for suffix in variants:  # the variants share the ID answer
+                records.append(dict(kind="id_crop", method=f"{runner.name} {suffix}".strip(),
+                                    dataset=pairing.dataset, group=pairing.group,
+                                    reference=pairing.reference.name, target=pairing.reference.name + ":crop",
+                                    id_score=score.score, n_ids=score.n_ids, n_found=score.n_found,
+                                    n_spurious=score.n_spurious))
     return records
 
 

@@ -223,9 +223,13 @@ def test_model_runner_scores_both_instance_sources_from_one_pass(tmp_path, monke
     propagate = Propagator.propagate
     monkeypatch.setattr(Propagator, "propagate",
                         lambda self, *a, **k: (passes.append(1), propagate(self, *a, **k))[1])
-    records = evaluate.run_plan(runner, plan, id_crops=False)
-    assert len(passes) == 1  # one model pass for both rows
-    assert [r["method"] for r in records] == ["tiny [queries instances]", "tiny [semantic instances]"] * 2
+    records = evaluate.run_plan(runner, plan)
+    assert len(passes) == 2  # one model pass for both rows (and one for the ID crop pair)
+    names = ["tiny [queries instances]", "tiny [semantic instances]"]
+    assert [r["method"] for r in records] == names * 3
+    assert [r["kind"] for r in records] == ["pair"] * 4 + ["id_crop"] * 2  # the ID score on both rows
+    rows = evaluate.summarise(records)
+    assert {r["method"] for r in rows} == set(names)
     # the semantic row is what the engine itself gives with instance_source="semantic"
     ref_image = evaluate.load_image(plan[0].reference.image)
     ref_labels = evaluate.load_labels(plan[0].reference.labels)
