@@ -196,7 +196,7 @@ def test_event_loop_never_stalls(sample_viewer, qtbot, monkeypatch, record_prope
     A 10 ms QTimer records the gaps between its ticks, from the Run click to the end, on the first run
     (which adds the three proposal layers) and on a re-run (which reuses them). Every gap must stay
     within 100 ms, except that napari's ``add_layer`` of a proposal layer (vispy visual, layer controls,
-    selection change; 83–117 ms on a 2-vCPU VM with software OpenGL, without the painting overlays:
+    selection change; 83–151 ms on a 2-vCPU VM with software OpenGL, without the painting overlays:
     see :func:`napari_sine._layers.defer_paint_overlays`) cannot be split: the turn that runs it must
     do nothing else of note (at most ``ADD_TURN_EXTRA``) and hold one layer only. The run uses the
     embedded model, as the plugin does by default.
