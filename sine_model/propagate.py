@@ -33,7 +33,14 @@ from .inputs import (
 from .memory import TimelapseMemory
 from .model import SINE
 from .postprocess import SEMANTIC_THRESHOLD
-from .stitching import TileOutput, stitch_id, stitch_instances, stitch_semantic, stitch_semantic_instances
+from .stitching import (
+    TileOutput,
+    semantic_answer,
+    semantic_instances,
+    stitch_id,
+    stitch_instances,
+    stitch_semantic_maps,
+)
 from .tiling import Tile, plan_tiles
 from .transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
 
@@ -338,6 +345,10 @@ class Propagator:
         labels: dict[str, np.ndarray] = {}
         scores: list[ObjectScore] = []
         sources = self._reference.id_sources if self._reference else {}
+        sem_labels = tokens.sem_labels.tolist()
+        semantic_maps = None  # stitched once: the semantic answer and instances made from it share it
+        if "semantic" in modes or (self.instance_source == "semantic" and "instance" in modes):
+            semantic_maps = stitch_semantic_maps(shape, tiles, sem_labels, self.thresholds["semantic"])
         for mode in modes:
             threshold = self.thresholds[mode]
             if mode == "id":
@@ -345,14 +356,13 @@ class Propagator:
                 rows = [(obj, s, sources.get(obj, "")) for obj, s in found]
             elif mode == "instance":
                 if self.instance_source == "semantic":
-                    label_map, found = stitch_semantic_instances(
-                        shape, tiles, tokens.sem_labels.tolist(), self.thresholds["semantic"], self._min_area,
-                        threshold)
+                    label_map, found = semantic_instances(semantic_maps, sem_labels, self._min_area,
+                                                          min_score=threshold)
                 else:
                     label_map, found = stitch_instances(shape, tiles, threshold)
                 rows = [(obj, s, f"class:{c}") for obj, s, c in found]
             else:
-                label_map, found = stitch_semantic(shape, tiles, tokens.sem_labels.tolist(), threshold)
+                label_map, found = semantic_answer(semantic_maps, sem_labels)
                 rows = [(c, s, f"class:{c}") for c, s in found]
             labels[mode] = label_map
             scores.extend(ObjectScore(index, int(v), mode, float(s), src) for v, s, src in rows)

@@ -6,7 +6,7 @@
   the overlap is wider than the object); instances mostly hidden by better-scored ones (< 50 % visible)
   are dropped; survivors get fresh ids 1..n by descending score.
 * Semantic: each tile writes its core of the (unnormalised) class map; the map is thresholded last.
-  Instances may instead be the components of that class map (:func:`stitch_semantic_instances`).
+  Instances may instead be the components of that class map (:func:`semantic_instances`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from .postprocess import Detections, id_inference, instance_inference, semantic_
 from .tiling import Tile
 from .transforms import Geometry
 
-__all__ = ["TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "stitch_semantic_instances",
-           "MIN_VISIBLE_FRACTION"]
+__all__ = ["TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "stitch_semantic_maps",
+           "semantic_answer", "semantic_instances", "MIN_VISIBLE_FRACTION"]
 
 MIN_VISIBLE_FRACTION = 0.5
 
@@ -118,9 +118,13 @@ def stitch_instances(shape: tuple[int, int], tiles: list[TileOutput],
     return label_map, rows
 
 
-def _semantic_maps(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
-                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """The stitched per-class map ``(C, H, W)`` and the class map thresholded from it."""
+def stitch_semantic_maps(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
+                         threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The stitched per-class map ``(C, H, W)`` and the class map thresholded from it.
+
+    Both the semantic answer (:func:`semantic_answer`) and instances made from it
+    (:func:`semantic_instances`) read this pair, so a target's map is stitched once.
+    """
     probs = np.zeros((len(sem_labels), *shape), dtype=np.float32)
     for out in tiles:
         assert out.semantic is not None
@@ -128,24 +132,22 @@ def _semantic_maps(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: 
     return probs, semantic_label_map(torch.from_numpy(probs), torch.tensor(sem_labels), threshold)
 
 
-def stitch_semantic_instances(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
-                              threshold: float, min_area: int | Mapping[int, int] = 1,
-                              min_score: float = float("-inf"),
-                              ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
-    """Instances as the components of the semantic class map (see :mod:`sine_model.components`).
+def semantic_instances(maps: tuple[np.ndarray, np.ndarray], sem_labels: list[int],
+                       min_area: int | Mapping[int, int] = 1, min_score: float = float("-inf"),
+                       ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
+    """Instances as the components of the stitched class map (see :mod:`sine_model.components`).
 
-    ``threshold`` makes the class map (the semantic threshold); rows are (id, mean class map value
-    inside, class), and instances scoring under ``min_score`` are dropped.
+    Rows are (id, mean class map value inside, class); instances scoring under ``min_score`` are dropped.
     """
-    probs, label_map = _semantic_maps(shape, tiles, sem_labels, threshold)
+    probs, label_map = maps
     scores = {cls: probs[channel] for channel, cls in enumerate(sem_labels)}
     return semantic_components(label_map, min_area, scores, min_score)
 
 
-def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
-                    threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
-    """Semantic class map and (class, mean map value inside the class) rows."""
-    probs, label_map = _semantic_maps(shape, tiles, sem_labels, threshold)
+def semantic_answer(maps: tuple[np.ndarray, np.ndarray],
+                    sem_labels: list[int]) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """The class map of :func:`stitch_semantic_maps` and (class, mean map value inside the class) rows."""
+    probs, label_map = maps
     rows = []
     for channel, cls in enumerate(sem_labels):
         inside = label_map == cls
@@ -153,3 +155,9 @@ def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels:
             rows.append((cls, float(probs[channel][inside].mean())))
     top = int(label_map.max()) if label_map.size else 0
     return label_map.astype(smallest_label_dtype(top)), rows
+
+
+def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels: list[int],
+                    threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Semantic class map and (class, mean map value inside the class) rows."""
+    return semantic_answer(stitch_semantic_maps(shape, tiles, sem_labels, threshold), sem_labels)

@@ -302,7 +302,7 @@ def test_engine_runs_the_embedded_models(kind):
     assert result.shape == (60, 70) and set(result.labels) == {"id", "instance", "semantic"}
 
 
-def test_instances_from_the_semantic_answer(model):
+def test_instances_from_the_semantic_answer(model, monkeypatch):
     from sine_model.components import min_areas_by_class, semantic_components
 
     image, labels = _reference()
@@ -317,6 +317,15 @@ def test_instances_from_the_semantic_answer(model):
     assert floor == {1: 60} and expected.max() > 0  # a tenth of the median of 400 and 800 px
     np.testing.assert_array_equal(result.labels["instance"], expected)
     assert [s.label for s in result.scores if s.mode == "instance"] == [i for i, _, _ in rows]
+    import sine_model.propagate as propagate_module
+
+    stitched = []
+    original = propagate_module.stitch_semantic_maps
+    monkeypatch.setattr(propagate_module, "stitch_semantic_maps",
+                        lambda *a: (stitched.append(1), original(*a))[1])
+    again = next(semantic.propagate(target, modes=("instance", "semantic")))
+    assert stitched == [1]  # one stitched map serves both answers
+    np.testing.assert_array_equal(again.labels["instance"], expected)
     alone = next(semantic.propagate(target, modes=("instance",)))  # the semantic map is made anyway
     np.testing.assert_array_equal(alone.labels["instance"], expected)
     assert queries.instance_source == "queries"  # a model without the attribute: official behaviour
