@@ -15,22 +15,24 @@ maps per target (``semantic`` holds class ids, 1 for single-class references).
 The instance step (connected components, or watershed on the distance transform with a seed spacing
 proportional to the reference's typical object radius) and a minimum object size are chosen on the
 reference: each candidate is applied to the reference's own true foreground and the one with the best
-instance F1 against the reference labels is kept. Nothing is tuned on targets.
+instance F1 against the reference labels is kept (:mod:`sine_model.instance_split`, which the engine's
+instances from the semantic answer use too). Nothing is tuned on targets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import multiscale_basic_features, peak_local_max
+from skimage.feature import multiscale_basic_features
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import find_boundaries, watershed
 
-from sine_model.metrics import match_instances
+from sine_model.instance_split import InstanceStep, choose_instance_step
+from sine_model.instance_split import relabel_sequential as _relabel
+from sine_model.instance_split import remove_small as _remove_small
 
 __all__ = ["Runner", "Prediction", "InstanceStep", "RandomForestBaseline", "OtsuBaseline",
            "normalise_image", "choose_instance_step"]
@@ -68,80 +70,6 @@ def normalise_image(image: np.ndarray, percentiles: tuple[float, float] = (0.5, 
         array = array[..., :1]
     low, high = np.percentile(array, percentiles, axis=(0, 1))
     return np.clip((array - low) / np.maximum(high - low, 1e-6), -0.5, 1.5).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class InstanceStep:
-    """How a foreground mask becomes instances.
-
-    Attributes
-    ----------
-    method : {"cc", "watershed"}
-        Connected components, or watershed of the distance transform from its local maxima.
-    min_distance : int
-        Minimum spacing of watershed seeds (pixels).
-    min_size : int
-        Objects smaller than this (pixels) are dropped.
-    """
-
-    method: str = "cc"
-    min_distance: int = 3
-    min_size: int = 0
-
-    def apply(self, mask: np.ndarray) -> np.ndarray:
-        """Instance labels (uint32) of a boolean foreground mask."""
-        mask = np.asarray(mask, dtype=bool)
-        components, n = ndi.label(mask)
-        if self.method == "watershed" and n:
-            distance = ndi.distance_transform_edt(mask)
-            distance = gaussian(distance, sigma=1.0, preserve_range=True)
-            peaks = peak_local_max(distance, min_distance=max(1, self.min_distance), labels=components,
-                                   exclude_border=False)
-            markers = np.zeros(mask.shape, np.int64)
-            markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-            seeded = np.zeros(n + 1, bool)
-            seeded[components[tuple(peaks.T)]] = True
-            unseeded = ~seeded[components] & mask  # components without a peak keep their own label
-            markers[unseeded] = components[unseeded] + len(peaks)
-            components = watershed(-distance, markers, mask=mask)
-        elif self.method not in ("cc", "watershed"):
-            raise ValueError(f"unknown instance method {self.method!r}")
-        return _relabel(_remove_small(components, self.min_size))
-
-
-def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    if min_size <= 1 or not labels.any():
-        return labels
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_size
-    small[0] = False
-    labels = labels.copy()
-    labels[small[labels]] = 0
-    return labels
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    values, inverse = np.unique(labels, return_inverse=True)
-    out = inverse.reshape(labels.shape).astype(np.uint32)
-    if values[0] != 0:
-        out += 1
-    return out
-
-
-def choose_instance_step(labels: np.ndarray) -> InstanceStep:
-    """Pick the instance step that best rebuilds the reference labels from their own foreground."""
-    labels = np.asarray(labels)
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    if not len(areas):
-        return InstanceStep()
-    radius = float(np.sqrt(np.median(areas) / np.pi))
-    min_size = max(4, int(0.15 * np.median(areas)))
-    candidates = [InstanceStep("cc", 1, min_size)]
-    candidates += [InstanceStep("watershed", max(2, round(f * radius)), min_size) for f in (0.5, 0.8, 1.2)]
-    mask = labels > 0
-    scores = [match_instances(labels, step.apply(mask)).f1 for step in candidates]
-    return candidates[int(np.argmax(scores))]  # ties keep the simplest (connected components first)
 
 
 def _class_map(labels: np.ndarray, classes: Mapping[int, int] | None) -> np.ndarray:

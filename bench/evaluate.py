@@ -33,7 +33,7 @@ import platform
 import shlex
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +55,8 @@ SECTION = "## One-shot evaluation"
 #: both stay in training): sparse large fluorescence nuclei, U2OS Hoechst screen images, and stained
 #: brightfield tissue. Mirrored in ``bench/eval_splits.json`` for the training code.
 DSB_HELDOUT_GROUPS = ("gray_512x640", "gray_520x696", "rgb_524x348")
+#: The model's instance answers the harness can score from one pass (``--instances``).
+HARNESS_INSTANCE_SOURCES = ("queries", "semantic", "components")
 
 
 @dataclass(frozen=True)
@@ -179,28 +181,44 @@ class ModelRunner:
 
     def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
                  modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
-                 instance_sources: Sequence[str] = ("queries", "semantic")) -> None:
+                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False) -> None:
         from sine_model.propagate import Propagator
 
         self.name = name
         self.modes = tuple(modes)
-        # Both instance sources from one pass: the engine makes query instances, and the semantic answer's
-        # components are made here with the engine's own function and area floor.
+        # All instance sources from one pass: the engine makes query instances, and the semantic answer's
+        # instances are made here with the engine's own function, area floor and split rules
+        # ("components": the same without the split, to measure it).
         sources = tuple(dict.fromkeys(instance_sources))
-        engine_source = "queries" if "queries" in sources else sources[0]
+        engine_source = "queries" if "queries" in sources else "semantic"
         self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
         self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
-            if len(sources) > 1 else {}
+            if sources != (engine_source,) else {}
         self._floor: dict[int, int] = {}
         self.base_model = model
         self.adapt_seconds = float(adapt_seconds)
         self.adapt_steps: list[int] = []
         self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
+        self.calibrate = calibrate
+        self.scale = float(scale)
+        self.calibrations: list = []  # sine_model.calibration.Calibration per reference
         self._ref_ndim = 2
 
     def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
         # every reference adapts a fresh copy of the base model (never the previous reference's)
         self.propagator.model = self.base_model
+        self.propagator.set_scale(self.scale)  # undo the previous reference's calibration
+        self.propagator.set_instance_steps(None)
+        self.propagator.set_project_inputs(False)
+        if self.calibrate:  # scale and split rules chosen on the reference, before any adaptation
+            from sine_model.calibration import calibrate
+            from sine_model.propagate import PropagationError
+
+            try:
+                self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
+            except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
+                self.propagator.set_scale(self.scale)
+                self.calibrations.append(None)
         if self.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
 
@@ -225,7 +243,9 @@ class ModelRunner:
             pred = dict(result.labels)
             if self.variants:
                 pred["instance@queries"] = pred["instance"]
-                pred["instance@semantic"] = semantic_components(pred["semantic"], self._floor)[0]
+                steps = self.propagator.instance_steps()
+                pred["instance@semantic"] = semantic_components(pred["semantic"], self._floor, steps=steps)[0]
+                pred["instance@components"] = semantic_components(pred["semantic"], self._floor)[0]
             yield pred
 
 
@@ -351,7 +371,12 @@ def markdown(rows: Sequence[dict], command: str, meta: dict) -> str:
     lines = [SECTION, "", f"Command: `{command}`", "",
              f"Date: {meta['date']} · machine: {meta['machine']} · model: {meta['model']}"
              + "".join(f" · {name}: {a['mean_steps']:.0f} adaptation steps per reference on average"
-                       for name, a in meta.get("adapt", {}).items()),
+                       for name, a in meta.get("adapt", {}).items())
+             + "".join(f" · {name}: calibrated scales " + ", ".join(
+                 f"{scale:g} ×{n}" for scale, n in sorted(Counter(c["scale"] for c in cals if c).items()))
+                 + f", reference projection ×{sum(bool(c and c.get('projection')) for c in cals)}"
+                 + f", not calibrated ×{sum(c is None for c in cals)}"
+                       for name, cals in meta.get("calibration", {}).items()),
              "",
              "| dataset | method | pairs | semantic IoU | instance F1@0.5 | precision | recall | ID score "
              "| s/target |", "|---|---|---|---|---|---|---|---|---|"]
@@ -412,10 +437,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt", type=float, nargs="+", default=[0.0], metavar="SECONDS",
                         help="test-time adaptation of the model on each reference for SECONDS (0: none); "
                              "several values run the model once per value (adapted runs skip ID crops)")
-    parser.add_argument("--instances", nargs="+", choices=["queries", "semantic"],
-                        default=["queries", "semantic"],
-                        help="instance answer(s) of the model to score: its instance queries and/or the "
-                             "components of its semantic answer (both come from one pass)")
+    parser.add_argument("--instances", nargs="+", choices=HARNESS_INSTANCE_SOURCES,
+                        default=list(HARNESS_INSTANCE_SOURCES),
+                        help="instance answer(s) of the model to score, all from one pass: its instance "
+                             "queries, the semantic answer split by the reference-chosen rule (the "
+                             "engine's 'semantic'), and/or its plain connected components")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="choose the model's scale and instance split rules on each reference "
+                             "(sine_model.calibration: cross-validation between reference halves)")
     parser.add_argument("--device", default=None, help="model device (default: auto)")
     parser.add_argument("--baselines", nargs="*", choices=["rf", "rf-border", "otsu"],
                         default=["rf", "rf-border", "otsu"],
@@ -441,10 +470,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if model is not None:
         name = Path(args.model).stem if os.sep in args.model else args.model
         for seconds in dict.fromkeys(args.adapt):
-            label = f"SINE ({name} + adapt {seconds:g} s)" if seconds else f"SINE ({name})"
-            runners.append(ModelRunner(model, label, pad=args.pad or default_pad, scale=args.scale,
-                                       device=args.device, adapt_seconds=seconds,
-                                       instance_sources=args.instances))
+            extras = " + calibrate" if args.calibrate else ""
+            extras += f" + adapt {seconds:g} s" if seconds else ""
+            runners.append(ModelRunner(model, f"SINE ({name}{extras})", pad=args.pad or default_pad,
+                                       scale=args.scale, device=args.device, adapt_seconds=seconds,
+                                       instance_sources=args.instances, calibrate=args.calibrate))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}
     runners += [makers[b]() for b in dict.fromkeys(args.baselines)]
@@ -463,7 +493,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     meta = dict(date=datetime.date.today().isoformat(), machine=machine_description(args.device),
                 model=args.model, dsb_groups=dsb_groups,
                 adapt={r.name: dict(seconds=r.adapt_seconds, mean_steps=float(np.mean(r.adapt_steps)))
-                       for r in runners if getattr(r, "adapt_steps", None)})
+                       for r in runners if getattr(r, "adapt_steps", None)},
+                calibration={r.name: [dict(scale=c.scale, projection=c.project_inputs, f1=c.f1, folds=c.folds,
+                                           steps={k: repr(v) for k, v in c.steps.items()})
+                                      if c is not None else None for c in r.calibrations]
+                             for r in runners if getattr(r, "calibrations", None)})
     text = markdown(rows, command, meta)
     print("\n" + text)
     if args.out:

@@ -169,10 +169,12 @@ class ProposalSink:
         self._flushed: dict[int, float] = {}
         self.done = 0
 
-    def annotate(self, model_sha256: str | None, device: str,
-                 adaptation: dict[str, Any] | None = None) -> None:
-        """Record the weights hash, the device and the adaptation (known once the model is loaded)."""
-        self.run_info = {"weights_sha256": model_sha256, "device": device, "adaptation": adaptation}
+    def annotate(self, model_sha256: str | None, device: str, adaptation: dict[str, Any] | None = None,
+                 calibration: dict[str, Any] | None = None) -> None:
+        """Record the weights hash, the device, the adaptation and the calibration (known once the model
+        is loaded and the references are encoded)."""
+        self.run_info = {"weights_sha256": model_sha256, "device": device, "adaptation": adaptation,
+                         "calibration": calibration}
         for layer in [*self.layers.values(), *self._built.values()]:
             self._apply_run_info(layer.metadata[SINE_KEY])
 
@@ -181,6 +183,7 @@ class ProposalSink:
             record["model"]["weights_sha256"] = self.run_info["weights_sha256"]
             record["parameters"]["device"] = self.run_info["device"]
             record["adaptation"] = self.run_info["adaptation"]
+            record["calibration"] = self.run_info["calibration"]
 
     def layer(self, target: Image, mode: str, restore_active: bool = True) -> Labels:
         """The proposal layer of ``mode`` for ``target``, made (or reset) and added now if need be.

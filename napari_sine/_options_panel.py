@@ -1,4 +1,4 @@
-"""The Model section: modes, model preset, device, score threshold, scale, memory, adaptation."""
+"""The Model section: modes, model preset, device, score threshold, scale, memory, calibration, adaptation."""
 
 from __future__ import annotations
 
@@ -66,6 +66,10 @@ class OptionsPanel(QGroupBox):
                               "objects or speed, above 1 for small objects")
         self.memory = QCheckBox("time-lapse memory (ID)")
         self.memory.setToolTip("for one stack in time order: earlier predicted frames help the ID mode")
+        self.calibrate = QCheckBox("calibrate on the references")
+        self.calibrate.setToolTip("before propagating, choose the scale (instead of the one above) and how "
+                                  "touching objects are split, by predicting each half of a reference from "
+                                  "the other half; costs a few model passes per candidate scale")
         self.adapt = QCheckBox("test-time adaptation")
         self.adapt.setToolTip("before propagating, fine-tune the neck and decoder of a copy of the model "
                               "on your references (the encoder stays frozen; the model on disk is not "
@@ -88,6 +92,7 @@ class OptionsPanel(QGroupBox):
         form.addRow("score threshold", self.threshold)
         form.addRow("scale", self.scale)
         form.addRow(self.memory)
+        form.addRow(self.calibrate)
         adapt_row = QHBoxLayout()
         adapt_row.addWidget(self.adapt)
         adapt_row.addWidget(self.adapt_seconds)
@@ -101,6 +106,7 @@ class OptionsPanel(QGroupBox):
         self.threshold.valueChanged.connect(on_change)
         self.scale.valueChanged.connect(on_change)
         self.memory.toggled.connect(on_change)
+        self.calibrate.toggled.connect(on_change)
         self.adapt.toggled.connect(on_change)
         self.adapt.toggled.connect(self.adapt_seconds.setEnabled)
         self.adapt_seconds.valueChanged.connect(on_change)
@@ -168,6 +174,7 @@ class OptionsPanel(QGroupBox):
         self.threshold.setValue(settings.threshold)
         self.scale.setValue(settings.scale)
         self.memory.setChecked(settings.memory)
+        self.calibrate.setChecked(settings.calibrate)
         self.adapt_seconds.setValue(settings.adapt_seconds)
         self.adapt.setChecked(settings.adapt)
         self.adapt_seconds.setEnabled(settings.adapt)
@@ -179,5 +186,6 @@ class OptionsPanel(QGroupBox):
         settings.threshold = round(self.threshold.value(), 4)
         settings.scale = round(self.scale.value(), 4)
         settings.memory = self.memory.isChecked()
+        settings.calibrate = self.calibrate.isChecked()
         settings.adapt = self.adapt.isChecked()
         settings.adapt_seconds = float(self.adapt_seconds.value())

@@ -92,6 +92,8 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
         args += [f"--threshold-{mode}", str(value)]
     if params["memory"]:
         args.append("--memory")
+    if params.get("calibrate"):
+        args.append("--calibrate")
     if params.get("adapt_seconds"):
         args += ["--adapt", f"{params['adapt_seconds']:g}"]
     if params.get("channel_axis") is not None:

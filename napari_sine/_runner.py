@@ -66,6 +66,7 @@ def run_records(references: Sequence[ReferenceChoice], pairs: Sequence[tuple[np.
         "batch_size": request.batch_size,
         "channel_axis": request.channel_axis,
         "adapt_seconds": request.adapt_seconds,
+        "calibrate": request.calibrate,
     }
     base = {
         "created": now(),
@@ -236,7 +237,7 @@ class RunController:
                 self._progress.set_description(f"SINE: {item.message}")
         elif isinstance(item, Started):
             self._total = item.total
-            sink.annotate(item.weights_sha256, item.device, item.adaptation)
+            sink.annotate(item.weights_sha256, item.device, item.adaptation, item.calibration)
             self._status(f"propagating to {item.total} target(s) on {item.device}")
             if self._progress is not None:
                 self._progress.set_description("SINE: propagating")

@@ -51,6 +51,8 @@ class WidgetSettings:
         Review filter: proposals below it are hidden and not accepted.
     accept_scope : str
         ``all`` targets or the ``current`` one.
+    calibrate : bool
+        Choose the scale and instance split on the references before propagating.
     adapt : bool
         Test-time adaptation before propagating.
     adapt_seconds : float
@@ -65,6 +67,7 @@ class WidgetSettings:
     memory: bool = False
     min_score: float = 0.0
     accept_scope: str = "all"
+    calibrate: bool = False
     adapt: bool = False
     adapt_seconds: float = 30.0
 

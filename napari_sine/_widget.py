@@ -163,7 +163,7 @@ class SineWidget(QWidget):
             preset=choice.name, device=self.options.device.currentText(), modes=modes,
             thresholds=self.options.thresholds(), scale=round(self.options.scale.value(), 4), memory=memory,
             pairs=pairs, classes=classes, targets=[plane_view(p) for p in planes], channel_axis=channel_axis,
-            adapt_seconds=self.options.adapt_budget(),
+            adapt_seconds=self.options.adapt_budget(), calibrate=self.options.calibrate.isChecked(),
         )
         records = run_records(references, pairs, planes, request, self.runner.versions)
         max_label = max(int(labels.max()) for _, labels in pairs)

@@ -73,6 +73,9 @@ class RunRequest:
     adapt_seconds : float
         Test-time adaptation budget (0 = none): the neck and decoder of a copy of the model are
         fine-tuned on the references first (:func:`sine_model.training.adapt.adapt_propagator`).
+    calibrate : bool
+        Choose the scale and the instance split rules on the references first
+        (:func:`sine_model.calibration.calibrate`; the chosen scale replaces ``scale``).
     """
 
     preset: str
@@ -88,6 +91,7 @@ class RunRequest:
     precision: str = "auto"
     batch_size: int = 1
     adapt_seconds: float = 0.0
+    calibrate: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class Started:
         SHA-256 of the weights file used.
     adaptation : dict or None
         Summary of the test-time adaptation (``seconds``, ``steps``, ``final_loss``), if any.
+    calibration : dict or None
+        What the calibration chose (``scale``, ``projection``, ``rules`` per class, held-out ``f1``,
+        ``folds``), if any.
     """
 
     total: int
@@ -120,6 +127,7 @@ class Started:
     pad: int
     weights_sha256: str | None
     adaptation: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -158,6 +166,11 @@ class ModelHolder:
                 self.key, self.sha256, self.base_model = key, sha, model
             elif self.propagator.model is not self.base_model:  # undo an earlier run's adaptation
                 self.propagator.model = self.base_model
+            if self.propagator.scale != request.scale:  # undo an earlier run's calibrated scale
+                self.propagator.set_scale(request.scale)
+            self.propagator.set_instance_steps(None)  # and its split rules
+            if self.propagator.project_inputs:  # and its input projection
+                self.propagator.set_project_inputs(False)
             self.propagator.thresholds = {**self.propagator.thresholds, **request.thresholds}
             return self.propagator
 
@@ -192,6 +205,15 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
         yield Status(f"encoding {len(request.pairs)} reference(s) on {propagator.device}")
         classes = dict(request.classes) if request.classes else None
         propagator.set_references(list(request.pairs), classes)  # checks them before any adaptation
+        calibration = None
+        if request.calibrate:
+            from sine_model.calibration import calibrate
+
+            yield Status("calibrating on the references (scale, splitting of touching objects)")
+            chosen = calibrate(propagator, list(request.pairs), classes)
+            calibration = {"scale": chosen.scale, "projection": chosen.project_inputs,
+                           "f1": round(chosen.f1, 4), "folds": chosen.folds,
+                           "rules": {str(c): s.describe() for c, s in sorted(chosen.steps.items())}}
         adaptation = None
         if request.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
@@ -201,7 +223,7 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
             adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
                           "final_loss": round(result.losses[-1], 6) if result.losses else None}
         total = propagator.validate_targets(list(request.targets), None, check_values=False)
-        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation)
+        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation, calibration)
         yield from propagator.propagate(list(request.targets), request.modes, memory=request.memory)
     except Exception as error:
         raise RunFailed(error) from error

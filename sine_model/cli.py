@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -103,6 +104,9 @@ def _add_propagate(subparsers: Any) -> None:
              "(default: the model's; the embedded model uses semantic)")
     add("--batch-size", type=int, default=1, help="tiles per model call")
     add("--memory", action="store_true", help="time-lapse: earlier frames help the ID mode")
+    add("--calibrate", action="store_true",
+        help="choose the scale (overrides --scale) and how instances are split on the references "
+             "themselves, by cross-validation between their halves (sine_model.calibration)")
     add("--adapt", type=float, metavar="SECONDS",
         help="fine-tune neck + decoder on crop pairs of the references for at most SECONDS first")
     for mode in MODES:
@@ -219,6 +223,19 @@ def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
         raise CliError(f"--out {out} is a file: give a directory")
 
 
+def report_calibration(propagator: Any, pairs: list, classes: dict[int, int] | None) -> None:
+    """Calibrate ``propagator`` on the references and say what was chosen (on stderr)."""
+    from sine_model.calibration import calibrate
+
+    start = time.perf_counter()
+    result = calibrate(propagator, pairs, classes)  # a PropagationError (a ValueError) names the fix
+    rules = ", ".join(f"class {c}: {s.describe()}" for c, s in sorted(result.steps.items()))
+    projection = ", reference projection" if result.project_inputs else ""
+    print(f"calibrated on the references in {time.perf_counter() - start:.1f} s: scale {result.scale:g}"
+          f"{projection}, {rules} (held-out instance F1 {result.f1:.3f} over {result.folds} folds)",
+          file=sys.stderr)
+
+
 def check_adapt_seconds(seconds: float | None) -> None:
     """``--adapt`` is absent or a positive number of seconds."""
     if seconds is not None and seconds <= 0:
@@ -251,6 +268,8 @@ def _propagate_command(args: argparse.Namespace) -> int:
         channel_axis=args.channel_axis, instance_source=args.instances,
     )
     propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
+    if args.calibrate:
+        report_calibration(propagator, pairs, args.classes)
     if args.adapt:
         from sine_model.training.adapt import adapt_propagator
 

@@ -47,6 +47,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             instance_source=args.instances)
     print(f"model {name} on {propagator.device}; reference: bundled 'reference' "
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
+    if args.calibrate:
+        cli.report_calibration(propagator, pairs, None)
     if args.adapt:
         from sine_model.training.adapt import adapt_propagator
 
@@ -104,6 +106,9 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", choices=INSTANCE_SOURCES, default=None,
                    help="instance answer from SINE's instance queries or the components of the semantic "
                         "answer (default: the model's)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose the scale and how instances are split on the reference itself "
+                        "(cross-validation between its halves)")
     p.add_argument("--adapt", type=float, metavar="SECONDS",
                    help="fine-tune neck + decoder on the reference for at most SECONDS first")
     p.set_defaults(handler=cmd_demo)

@@ -7,8 +7,11 @@ instances as the connected components of its semantic map, the way pixel classif
 random-forest baseline of ``bench/evaluate.py``) make instances. Presets choose the source
 (``Preset.instance_source``); every run records it.
 
-Components are 4-connected and per class, so touching objects of one class stay one instance; pieces
-smaller than a fraction of the reference objects' median area are dropped as noise.
+Each class's foreground is split with the rule that best rebuilds the reference labels of that class
+(:func:`instance_steps_by_class`, :mod:`sine_model.instance_split`): 4-connected components, or a
+distance-transform watershed whose seed spacing follows the reference objects' size, so touching
+round objects come apart while long ones are not cut. Pieces smaller than a fraction of the reference
+objects' median area are dropped as noise.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
+from .instance_split import InstanceStep, choose_instance_step
 from .labelmaps import smallest_label_dtype
 
-__all__ = ["INSTANCE_SOURCES", "MIN_AREA_FRACTION", "min_areas_by_class", "min_component_area",
-           "semantic_components"]
+__all__ = ["INSTANCE_SOURCES", "MIN_AREA_FRACTION", "instance_steps_by_class", "min_areas_by_class",
+           "min_component_area", "semantic_components"]
 
 #: ``"queries"``: SINE's instance queries (official); ``"semantic"``: components of the semantic map.
 INSTANCE_SOURCES: tuple[str, ...] = ("queries", "semantic")
@@ -45,14 +49,43 @@ def min_component_area(reference_areas: np.ndarray | list[int], fraction: float 
     return max(1, int(round(fraction * float(np.median(areas)))))
 
 
-def min_areas_by_class(label_images: list[np.ndarray], class_of: Mapping[int, int]) -> dict[int, int]:
+def min_areas_by_class(label_images: list[np.ndarray], class_of: Mapping[int, int],
+                       fraction: float = MIN_AREA_FRACTION) -> dict[int, int]:
     """:func:`min_component_area` per class, from reference label images and their label -> class map."""
     areas: dict[int, list[int]] = {}
     for labels in label_images:
         values, counts = np.unique(labels[labels != 0], return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):
             areas.setdefault(class_of[int(value)], []).append(count)
-    return {cls: min_component_area(a) for cls, a in areas.items()}
+    return {cls: min_component_area(a, fraction) for cls, a in areas.items()}
+
+
+def instance_steps_by_class(label_images: list[np.ndarray], class_of: Mapping[int, int],
+                            fraction: float = MIN_AREA_FRACTION) -> dict[int, InstanceStep]:
+    """Per class, the :class:`~sine_model.instance_split.InstanceStep` chosen on the reference labels.
+
+    Parameters
+    ----------
+    label_images : list of np.ndarray
+        Reference instance label images.
+    class_of : mapping
+        Label value -> class id.
+    fraction : float, optional
+        Objects under this fraction of the class's median reference area are dropped (the area floor of
+        :func:`min_areas_by_class`).
+    """
+    floors = min_areas_by_class(label_images, class_of, fraction)
+    steps = {}
+    for cls, floor in floors.items():
+        per_class = []
+        for labels in label_images:
+            labels = np.asarray(labels)
+            values = np.unique(labels[labels != 0])
+            mine = values[[class_of[int(v)] == cls for v in values]] if values.size else values
+            if mine.size:
+                per_class.append(np.where(np.isin(labels, mine), labels, 0))
+        steps[cls] = choose_instance_step(per_class, min_size=floor)
+    return steps
 
 
 def semantic_components(
@@ -60,8 +93,9 @@ def semantic_components(
     min_area: int | Mapping[int, int] = 1,
     class_scores: Mapping[int, np.ndarray] | None = None,
     min_score: float = float("-inf"),
+    steps: Mapping[int, InstanceStep] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
-    """Split a semantic class map into instances: the 4-connected components of each class.
+    """Split a semantic class map into instances: the 4-connected components (or ``steps``) of each class.
 
     Parameters
     ----------
@@ -74,6 +108,9 @@ def semantic_components(
         mean inside it. Without it every score is 1.
     min_score : float, optional
         Instances scoring below this are dropped (the instance score threshold).
+    steps : mapping, optional
+        Class id -> :class:`~sine_model.instance_split.InstanceStep` that splits the class's foreground
+        (e.g. from :func:`instance_steps_by_class`); classes without one use 4-connected components.
 
     Returns
     -------
@@ -90,7 +127,12 @@ def semantic_components(
             continue
         cls = int(cls)
         floor = min_area.get(cls, 1) if isinstance(min_area, Mapping) else int(min_area)
-        components, count = ndi.label(label_map == cls)
+        step = steps.get(cls) if steps is not None else None
+        if step is None:
+            components, count = ndi.label(label_map == cls)
+        else:
+            components = step.apply(label_map == cls)
+            count = int(components.max())
         if count == 0:
             continue
         flat = components.ravel()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .components import INSTANCE_SOURCES, min_areas_by_class
+from .components import INSTANCE_SOURCES, instance_steps_by_class, min_areas_by_class
 from .context import ReferenceTokens
 from .device import select_device, select_precision
 from .feature_cache import FeatureCache, content_key
@@ -33,6 +33,7 @@ from .inputs import (
 from .memory import TimelapseMemory
 from .model import SINE
 from .postprocess import SEMANTIC_THRESHOLD
+from .reference_projection import ReferenceProjection, fit_reference_projection
 from .stitching import (
     TileOutput,
     semantic_answer,
@@ -115,10 +116,17 @@ class Propagator:
         covered (0 disables).
     instance_source : {"queries", "semantic"}, optional
         How the instance answer is made: from SINE's instance queries (official), or as the connected
-        components of the semantic answer (:mod:`sine_model.components`; components under a tenth of
-        the median reference object, or scoring under the instance threshold, are dropped). Default:
+        components of the semantic answer (:mod:`sine_model.components`: each class split by the rule —
+        connected components or a distance-transform watershed — that best rebuilds the reference
+        labels; pieces under a tenth of the median reference object, or scoring under the instance
+        threshold, are dropped). Default:
         the ``instance_source`` that :func:`~sine_model.weights.from_pretrained` records on the model
         (the preset's), else "queries".
+    project_inputs : bool
+        Feed the model the references' grey projection (:mod:`sine_model.reference_projection`: the
+        colour direction separating reference objects from background, objects bright) of every image
+        instead of the image; fitted by :meth:`set_references`. Off by default;
+        :func:`~sine_model.calibration.calibrate` turns it on when it helps.
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class Propagator:
         channel_axis: int | None = None,
         dense_refinement: int = 1,
         instance_source: str | None = None,
+        project_inputs: bool = False,
     ) -> None:
         patch = model.patch_size
         pad = int(getattr(model, "input_pad", 896)) if pad is None else pad
@@ -144,8 +153,6 @@ class Propagator:
             raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, got {instance_source!r}")
         if pad <= 0 or pad % patch:
             raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         overlap = pad // 4 if tile_overlap is None else int(tile_overlap)
@@ -157,14 +164,18 @@ class Propagator:
         self.device = select_device(device)
         self.autocast_dtype = select_precision(self.device, precision)
         self.model = model.eval().to(self.device)
-        self.pad, self.scale, self.batch_size = pad, float(scale), batch_size
-        self.tile_extent = max(1, int(pad / self.scale))  # tile side in original pixels
-        self.overlap_extent = min(int(overlap / self.scale), self.tile_extent - 1)
+        self.pad, self.batch_size, self._overlap = pad, batch_size, overlap
+        self._set_extents(scale)
         self.thresholds = {**DEFAULT_THRESHOLDS, **(score_thresholds or {})}
         self.channel_axis = channel_axis
         self.dense_refinement = max(0, int(dense_refinement))
         self.instance_source = instance_source
         self._min_area: dict[int, int] = {}  # per class, for instances from the semantic answer
+        self._instance_steps: dict | None = None  # per class, chosen on the references when first needed
+        self._calibrated_steps: dict | None = None  # per class, from calibrate(): wins over the above
+        self.project_inputs = bool(project_inputs)
+        self._projection: ReferenceProjection | None = None  # fitted by set_references when projecting
+        self._ref_labels: tuple[list[np.ndarray], dict[int, int]] = ([], {})
         self.instance_topk = self.model.transformer_decoder.num_queries
         self.cache = FeatureCache(cache_bytes)
         self._encoder_key = self._fingerprint_encoder()
@@ -194,9 +205,12 @@ class Propagator:
             raise PropagationError(f"reference images have different channel counts {sorted(channels)}: "
                                    "use references with the same channels")
         class_of = self._class_map(classes, [labels for _, labels, _, _ in checked])
+        rgbs = [to_rgb_float(image, channel_axis=self.channel_axis) for image, _, _, _ in checked]
+        self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
+            if self.project_inputs else None
         tensors, masks, class_lists, ids, sources = [], [], [], [], {}
-        for ref_index, (image, labels, _, _) in enumerate(checked):
-            rgb = to_rgb_float(image, channel_axis=self.channel_axis)
+        for ref_index, (_, labels, _, _) in enumerate(checked):
+            rgb = self._projected(rgbs[ref_index])
             for tile in plan_tiles(*labels.shape, self.tile_extent, self.overlap_extent):
                 core_labels = np.zeros(tile.shape, dtype=np.int64)
                 core_labels[tile.core_in_tile] = labels[tile.core_slices]
@@ -218,7 +232,9 @@ class Propagator:
                                    {k: "ref:" + ",".join(map(str, sorted(v))) for k, v in sources.items()})
             self._tokens = self.model.reference_tokens(features, masks, class_lists, ids)
         self._reference = reference
-        self._min_area = min_areas_by_class([labels for _, labels, _, _ in checked], class_of)
+        label_images = [labels for _, labels, _, _ in checked]
+        self._min_area = min_areas_by_class(label_images, class_of)
+        self._ref_labels, self._instance_steps = (label_images, class_of), None
         self._ref_ndim = checked[0][0].ndim
         self._ref_channels = channels.pop()
 
@@ -235,6 +251,48 @@ class Propagator:
         if bad:
             raise PropagationError(f"class ids must be positive integers, got {bad}")
         return {v: int(classes[v]) for v in values}
+
+    def _projected(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb if self._projection is None else self._projection.apply(rgb)
+
+    def training_image(self, image: Any) -> Any:
+        """``image`` as the model sees it, for adaptation: the reference projection (uint8 grey) if on."""
+        if self._projection is None:
+            return image
+        return self._projection.grey(to_rgb_float(np.asarray(image), channel_axis=self.channel_axis))
+
+    def instance_steps(self) -> dict:
+        """Per class, how the semantic answer is split into instances.
+
+        Chosen on the references' own labels (:func:`~sine_model.components.instance_steps_by_class`),
+        unless :meth:`set_instance_steps` (e.g. :func:`~sine_model.calibration.calibrate`) fixed them.
+        """
+        if self._instance_steps is None:
+            self._instance_steps = instance_steps_by_class(*self._ref_labels)
+        if self._calibrated_steps:
+            return {**self._instance_steps, **self._calibrated_steps}
+        return self._instance_steps
+
+    def set_instance_steps(self, steps: Mapping[int, Any] | None) -> None:
+        """Fix the per-class split rules of the semantic answer (None: choose them on the references)."""
+        self._calibrated_steps = None if steps is None else dict(steps)
+
+    def set_project_inputs(self, enabled: bool) -> None:
+        """Turn the reference projection on or off; set the references again (it is fitted on them)."""
+        self.project_inputs = bool(enabled)
+        self._projection, self._reference, self._tokens = None, None, None
+
+    def set_scale(self, scale: float) -> None:
+        """Change the resize factor; the references must be set again (they are encoded at the scale)."""
+        self._set_extents(scale)
+        self._reference, self._tokens = None, None
+
+    def _set_extents(self, scale: float) -> None:
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.scale = float(scale)
+        self.tile_extent = max(1, int(self.pad / self.scale))  # tile side in original pixels
+        self.overlap_extent = min(int(self._overlap / self.scale), self.tile_extent - 1)
 
     # -- targets ----------------------------------------------------------------------------------
 
@@ -286,7 +344,7 @@ class Propagator:
         tiles_pending = 0
         stream = iter_targets(targets, stack_axis, self._ref_ndim, self._ref_channels, self.channel_axis)
         for index, image in enumerate(stream):
-            rgb = to_rgb_float(image, channel_axis=self.channel_axis)
+            rgb = self._projected(to_rgb_float(image, channel_axis=self.channel_axis))
             tiles = plan_tiles(*rgb.shape[:2], self.tile_extent, self.overlap_extent)
             if timeline is not None and len(tiles) > 1:
                 raise PropagationError(
@@ -357,7 +415,7 @@ class Propagator:
             elif mode == "instance":
                 if self.instance_source == "semantic":
                     label_map, found = semantic_instances(semantic_maps, sem_labels, self._min_area,
-                                                          min_score=threshold)
+                                                          min_score=threshold, steps=self.instance_steps())
                 else:
                     label_map, found = stitch_instances(shape, tiles, threshold)
                 rows = [(obj, s, f"class:{c}") for obj, s, c in found]

@@ -19,6 +19,7 @@ import torch
 
 from .components import semantic_components
 from .context import ReferenceTokens
+from .instance_split import InstanceStep
 from .labelmaps import ScoreCanvas, smallest_label_dtype
 from .postprocess import Detections, id_inference, instance_inference, semantic_inference, semantic_label_map
 from .tiling import Tile
@@ -134,14 +135,16 @@ def stitch_semantic_maps(shape: tuple[int, int], tiles: list[TileOutput], sem_la
 
 def semantic_instances(maps: tuple[np.ndarray, np.ndarray], sem_labels: list[int],
                        min_area: int | Mapping[int, int] = 1, min_score: float = float("-inf"),
+                       steps: Mapping[int, InstanceStep] | None = None,
                        ) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
     """Instances as the components of the stitched class map (see :mod:`sine_model.components`).
 
-    Rows are (id, mean class map value inside, class); instances scoring under ``min_score`` are dropped.
+    Rows are (id, mean class map value inside, class); instances scoring under ``min_score`` are dropped;
+    ``steps`` split each class's region (default: 4-connected components).
     """
     probs, label_map = maps
     scores = {cls: probs[channel] for channel, cls in enumerate(sem_labels)}
-    return semantic_components(label_map, min_area, scores, min_score)
+    return semantic_components(label_map, min_area, scores, min_score, steps)
 
 
 def semantic_answer(maps: tuple[np.ndarray, np.ndarray],

@@ -211,7 +211,7 @@ def test_model_runner_on_fake_data(tmp_path):
 
 
 def test_model_runner_scores_both_instance_sources_from_one_pass(tmp_path, monkeypatch):
-    from sine_model.components import min_areas_by_class, semantic_components
+    from sine_model.components import instance_steps_by_class, min_areas_by_class, semantic_components
     from sine_model.propagate import Propagator
 
     fake_dsb(tmp_path, {"A": 3})
@@ -225,9 +225,9 @@ def test_model_runner_scores_both_instance_sources_from_one_pass(tmp_path, monke
                         lambda self, *a, **k: (passes.append(1), propagate(self, *a, **k))[1])
     records = evaluate.run_plan(runner, plan)
     assert len(passes) == 2  # one model pass for both rows (and one for the ID crop pair)
-    names = ["tiny [queries instances]", "tiny [semantic instances]"]
+    names = ["tiny [queries instances]", "tiny [semantic instances]", "tiny [components instances]"]
     assert [r["method"] for r in records] == names * 3
-    assert [r["kind"] for r in records] == ["pair"] * 4 + ["id_crop"] * 2  # the ID score on both rows
+    assert [r["kind"] for r in records] == ["pair"] * 6 + ["id_crop"] * 3  # the ID score on every row
     rows = evaluate.summarise(records)
     assert {r["method"] for r in rows} == set(names)
     # the semantic row is what the engine itself gives with instance_source="semantic"
@@ -237,11 +237,15 @@ def test_model_runner_scores_both_instance_sources_from_one_pass(tmp_path, monke
     engine.set_references([(ref_image, ref_labels)])
     target = evaluate.load_image(plan[0].targets[0].image)
     result = next(engine.propagate([target]))
-    floor = min_areas_by_class([ref_labels], {int(v): 1 for v in np.unique(ref_labels) if v})
-    expected = semantic_components(result.labels["semantic"], floor)[0]
+    class_of = {int(v): 1 for v in np.unique(ref_labels) if v}
+    floor = min_areas_by_class([ref_labels], class_of)
+    steps = instance_steps_by_class([ref_labels], class_of)
+    expected = semantic_components(result.labels["semantic"], floor, steps=steps)[0]
     np.testing.assert_array_equal(result.labels["instance"], expected)
     truth = evaluate.load_labels(plan[0].targets[0].labels)
     assert records[1]["f1"] == evaluate.match_instances(truth, result.labels["instance"]).f1
+    components = semantic_components(result.labels["semantic"], floor)[0]  # the unsplit row
+    assert records[2]["f1"] == evaluate.match_instances(truth, components).f1
 
 
 def test_adapted_model_runner_adapts_a_fresh_copy_per_reference(tmp_path):
@@ -251,7 +255,7 @@ def test_adapted_model_runner_adapts_a_fresh_copy_per_reference(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     runner = evaluate.ModelRunner(model, "tiny + adapt", pad=pad, device="cpu", adapt_seconds=0.5)
     records = evaluate.run_plan(runner, plan)
-    assert [r["kind"] for r in records] == ["pair"] * 4  # 2 pairs x 2 instance sources; no ID crops
+    assert [r["kind"] for r in records] == ["pair"] * 6  # 2 pairs x 3 instance answers; no ID crops
     assert len(runner.adapt_steps) == 2 and min(runner.adapt_steps) >= 1
     assert runner.propagator.model is not model  # the propagator holds an adapted copy ...
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # ... the base is intact

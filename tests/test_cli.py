@@ -116,7 +116,7 @@ def test_png_list_with_rgb_and_mode_subset(capsys, data):
 
 
 def test_instances_option_picks_the_instance_source(capsys, data, monkeypatch):
-    from sine_model.components import min_areas_by_class, semantic_components
+    from sine_model.components import instance_steps_by_class, min_areas_by_class, semantic_components
 
     made: list[Propagator] = []
     init = Propagator.__init__
@@ -134,12 +134,37 @@ def test_instances_option_picks_the_instance_source(capsys, data, monkeypatch):
     semantic = tifffile.imread(out / "labels_semantic.tif")
     instance = tifffile.imread(out / "labels_instance.tif")
     floor = min_areas_by_class([tifffile.imread(data / "labels.tif")], {3: 1, 7: 1})
+    steps = instance_steps_by_class([tifffile.imread(data / "labels.tif")], {3: 1, 7: 1})
     for plane in range(3):
-        np.testing.assert_array_equal(instance[plane], semantic_components(semantic[plane], floor)[0])
+        expected = semantic_components(semantic[plane], floor, steps=steps)[0]
+        np.testing.assert_array_equal(instance[plane], expected)
     assert propagate(capsys, data, "--stack-axis", "0", "--overwrite")[0] == 0
     assert made[-1].instance_source == "queries"  # the tiny model has no preference: official
     code, _, err = run(capsys, "propagate", "--instances", "watershed")
     assert code == 2 and "invalid choice" in err
+
+
+def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, monkeypatch):
+    made: list[Propagator] = []
+    init = Propagator.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Propagator, "__init__", recording_init)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--calibrate", "--instances", "semantic")
+    assert code == 0, err
+    assert "calibrated on the references" in err and "held-out instance F1" in err
+    chosen = float(err.split("scale ")[1].split(",")[0])
+    assert made[-1].scale == chosen and made[-1]._calibrated_steps is not None
+    assert tifffile.imread(data / "out" / "labels_instance.tif").shape == (3, H, W)
+    corner = np.zeros((H, W), np.uint16)
+    corner[2:6, 2:6] = 1  # objects in one quarter only: no halves to cross-validate on
+    tifffile.imwrite(data / "corner.tif", corner)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--calibrate", "--overwrite",
+                             labels="corner.tif")
+    assert code == 2 and "both halves" in err and "Traceback" not in err
 
 
 def test_zarr_targets_and_zarr_output(capsys, data):

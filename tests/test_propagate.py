@@ -303,7 +303,7 @@ def test_engine_runs_the_embedded_models(kind):
 
 
 def test_instances_from_the_semantic_answer(model, monkeypatch):
-    from sine_model.components import min_areas_by_class, semantic_components
+    from sine_model.components import instance_steps_by_class, min_areas_by_class, semantic_components
 
     image, labels = _reference()
     target = np.random.default_rng(3).integers(0, 255, (80, 70), dtype=np.uint8)
@@ -313,7 +313,9 @@ def test_instances_from_the_semantic_answer(model, monkeypatch):
     semantic.set_references([(image, labels)])
     result = next(semantic.propagate(target, modes=("instance", "semantic")))
     floor = min_areas_by_class([labels], {4: 1, 70000: 1})
-    expected, rows = semantic_components(result.labels["semantic"], floor)
+    steps = instance_steps_by_class([labels], {4: 1, 70000: 1})
+    assert semantic.instance_steps() == steps and steps[1].min_size == 60
+    expected, rows = semantic_components(result.labels["semantic"], floor, steps=steps)
     assert floor == {1: 60} and expected.max() > 0  # a tenth of the median of 400 and 800 px
     np.testing.assert_array_equal(result.labels["instance"], expected)
     assert [s.label for s in result.scores if s.mode == "instance"] == [i for i, _, _ in rows]

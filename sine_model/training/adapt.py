@@ -270,9 +270,14 @@ def adapt_propagator(
     AdaptResult
     """
     options.setdefault("scale", propagator.scale)
-    options.setdefault("channel_axis", propagator.channel_axis)
     options.setdefault("device", propagator.device)
-    result = adapt(propagator.model, pairs, seconds, classes=classes, inplace=inplace,
+    propagator.set_references(pairs, classes)  # checks them, and fits the reference projection if on
+    training_pairs = pairs
+    if getattr(propagator, "project_inputs", False):  # train on what the model will see: the projection
+        training_pairs = [(propagator.training_image(image), labels) for image, labels in pairs]
+    else:
+        options.setdefault("channel_axis", propagator.channel_axis)
+    result = adapt(propagator.model, training_pairs, seconds, classes=classes, inplace=inplace,
                    pad=pad or min(int(propagator.pad), 224), **options)
     propagator.model = result.model
     if result.encoder_changed:

@@ -9,7 +9,14 @@ import time
 import numpy as np
 import pytest
 from napari.utils._proxies import PublicOnlyProxy
-from sine_plugin_helpers import TINY_PRESET, WARNINGS_AS_ERRORS, StallMeter, cpu_share, wait_for_run
+from sine_plugin_helpers import (
+    TINY_PRESET,
+    TINY_SCALE,
+    WARNINGS_AS_ERRORS,
+    StallMeter,
+    cpu_share,
+    wait_for_run,
+)
 from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixture `plugin_env`
 from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
 from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
@@ -159,6 +166,26 @@ def test_test_time_adaptation_run(sample_viewer, qtbot):
     wait_for_run(qtbot, widget)
     assert holder.propagator.model is holder.base_model
     assert viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]["adaptation"] is None
+
+
+def test_calibrated_run_records_its_choice_and_the_next_run_forgets_it(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    for mode in ("id", "semantic"):
+        widget.options.modes[mode].setChecked(False)
+    widget.options.calibrate.setChecked(True)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
+    assert record["parameters"]["calibrate"] is True and record["parameters"]["scale"] == TINY_SCALE
+    chosen = record["calibration"]
+    assert chosen["folds"] == 2 and 0 <= chosen["f1"] <= 1 and set(chosen["rules"]) == {"1"}
+    propagator = widget.runner.holder.propagator
+    assert propagator.scale == chosen["scale"]
+    widget.options.calibrate.setChecked(False)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    assert propagator.scale == TINY_SCALE and propagator._calibrated_steps is None  # the widget's again
+    assert viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]["calibration"] is None
 
 
 def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):
