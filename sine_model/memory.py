@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["MemoryFrame", "ObjectMemory", "TimelapseMemory"]
 
@@ -87,6 +88,38 @@ class TimelapseMemory:
             for obj in list(frame.masks):
                 if all(i != index for i, _ in self.objects[obj].entries):
                     del frame.masks[obj]
+
+    def add_prediction(self, index: int, features: torch.Tensor, raw: dict, b: int,
+                       valid_hw: tuple[int, int], pad: int, object_ids: list[int]) -> None:
+        """Offer the model's ID answer for frame ``index`` (item ``b`` of the raw outputs).
+
+        Masks are the ID mask logits upsampled to the padded input and cut to its valid part; an
+        object's score is its ID probability × the mean sigmoid inside its mask.
+        """
+        logits = raw["pred_id_masks"][b : b + 1].float()
+        full = F.interpolate(logits, size=(pad, pad), mode="bilinear", align_corners=False)[0]
+        h_r, w_r = valid_hw
+        binary = torch.zeros_like(full, dtype=torch.bool)
+        binary[:, :h_r, :w_r] = full[:, :h_r, :w_r] > 0
+        probs = raw["pred_id_logits"][b].float().softmax(-1)[:, 0]
+        mask_score = (full.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+        scores = (probs * mask_score).tolist()
+        self.add(index, features, {o: binary[i] for i, o in enumerate(object_ids)},
+                 {o: scores[i] for i, o in enumerate(object_ids)})
+
+    def extend(self, features: torch.Tensor, masks: list, classes: list, ids: list,
+               class_of: dict[int, int]) -> tuple[torch.Tensor, list, list, list]:
+        """The reference inputs of :meth:`SINE.reference_tokens` with the remembered frames appended."""
+        frames = self.references()
+        device = features.device
+        features = torch.cat([features] + [f.features[None].to(features.dtype) for f in frames])
+        masks, classes, ids = list(masks), list(classes), list(ids)
+        for frame in frames:
+            objs = sorted(frame.masks)
+            masks.append(torch.stack([frame.masks[o] for o in objs]))
+            ids.append(torch.tensor(objs, device=device))
+            classes.append(torch.tensor([class_of[o] for o in objs], device=device))
+        return features, masks, classes, ids
 
     def references(self) -> list[MemoryFrame]:
         """The remembered frames, oldest first, each with only the masks still remembered."""

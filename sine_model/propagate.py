@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .components import INSTANCE_SOURCES, instance_steps_by_class, min_areas_by_class
 from .context import ReferenceTokens
@@ -381,7 +380,8 @@ class Propagator:
                     outputs[n].append(TileOutput.from_raw(raw, b, tile, geometry, tokens, tile_modes,
                                                           self.thresholds, self.instance_topk))
                     if timeline is not None:
-                        self._remember(timeline, pending[n][0], features[b], raw, b, geometry, tokens)
+                        timeline.add_prediction(pending[n][0], features[b], raw, b, geometry.valid_hw,
+                                                self.pad, tokens.ids.tolist())
         for n, (index, rgb, _) in enumerate(pending):
             if self._needs_refinement(outputs[n], timeline, extent, depth):
                 # More objects than queries in a tile: redo this target with tiles of half the side.
@@ -479,28 +479,6 @@ class Propagator:
         if timeline is None or not timeline.frames:
             return self._tokens
         ref = self._reference
-        frames = timeline.references()
         class_of = dict(zip(self._tokens.ids.tolist(), self._tokens.id_labels.tolist(), strict=True))
-        features = torch.cat([ref.features] + [f.features[None].to(ref.features.dtype) for f in frames])
-        masks, classes, ids = list(ref.masks), list(ref.classes), list(ref.ids)
-        for frame in frames:
-            objs = sorted(frame.masks)
-            masks.append(torch.stack([frame.masks[o] for o in objs]))
-            ids.append(torch.tensor(objs, device=self.device))
-            classes.append(torch.tensor([class_of[o] for o in objs], device=self.device))
-        return self.model.reference_tokens(features, masks, classes, ids)
-
-    def _remember(self, timeline: TimelapseMemory, index: int, features: torch.Tensor, raw: dict,
-                  b: int, geometry: Geometry, tokens: ReferenceTokens) -> None:
-        logits = raw["pred_id_masks"][b : b + 1].float()
-        full = F.interpolate(logits, size=(self.pad, self.pad), mode="bilinear", align_corners=False)[0]
-        h_r, w_r = geometry.valid_hw
-        binary = torch.zeros_like(full, dtype=torch.bool)
-        binary[:, :h_r, :w_r] = full[:, :h_r, :w_r] > 0
-        probs = raw["pred_id_logits"][b].float().softmax(-1)[:, 0]
-        sig = full.sigmoid()
-        mask_score = (sig * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-        scores = (probs * mask_score).tolist()
-        objs = tokens.ids.tolist()
-        timeline.add(index, features, {o: binary[i] for i, o in enumerate(objs)},
-                     {o: scores[i] for i, o in enumerate(objs)})
+        return self.model.reference_tokens(*timeline.extend(ref.features, ref.masks, ref.classes, ref.ids,
+                                                            class_of))
