@@ -207,9 +207,7 @@ class ModelRunner:
     def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
         # every reference adapts a fresh copy of the base model (never the previous reference's)
         self.propagator.model = self.base_model
-        self.propagator.set_scale(self.scale)  # undo the previous reference's calibration
-        self.propagator.set_instance_steps(None)
-        self.propagator.set_project_inputs(False)
+        self.propagator.clear_calibration(self.scale)  # undo the previous reference's calibration
         if self.calibrate:  # scale and split rules chosen on the reference, before any adaptation
             from sine_model.calibration import calibrate
             from sine_model.propagate import PropagationError
@@ -217,8 +215,7 @@ class ModelRunner:
             try:
                 self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
             except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
-                self.propagator.set_scale(self.scale)
-                self.calibrations.append(None)
+                self.calibrations.append(None)  # (calibrate checks this before changing anything)
         if self.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
 

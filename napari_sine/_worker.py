@@ -166,11 +166,7 @@ class ModelHolder:
                 self.key, self.sha256, self.base_model = key, sha, model
             elif self.propagator.model is not self.base_model:  # undo an earlier run's adaptation
                 self.propagator.model = self.base_model
-            if self.propagator.scale != request.scale:  # undo an earlier run's calibrated scale
-                self.propagator.set_scale(request.scale)
-            self.propagator.set_instance_steps(None)  # and its split rules
-            if self.propagator.project_inputs:  # and its input projection
-                self.propagator.set_project_inputs(False)
+            self.propagator.clear_calibration(request.scale)  # undo an earlier run's calibration
             self.propagator.thresholds = {**self.propagator.thresholds, **request.thresholds}
             return self.propagator
 

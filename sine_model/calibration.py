@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .components import min_areas_by_class
+from .components import labels_of_class, min_areas_by_class
 from .inputs import PropagationError, check_reference_pair, sequence_of_pairs
 from .instance_split import InstanceStep, candidate_steps
 from .metrics import foreground_iou, match_instances
@@ -140,21 +140,19 @@ def calibrate(
     pairs = sequence_of_pairs(pairs)
     checked = [check_reference_pair(i, img, lab, propagator.channel_axis)
                for i, (img, lab) in enumerate(pairs)]
-    whole = [(np.asarray(img), np.asarray(lab)) for img, lab in pairs]
     scales = sorted({float(s) for s in scales}, key=lambda s: (abs(math.log(s)) if s > 0 else -1, s))
     if not scales or scales[0] <= 0:
         raise PropagationError(f"calibration scales must be positive, got {scales}")
-    folds = reference_folds(whole, propagator.channel_axis)
+    folds = reference_folds([(image, labels) for image, labels, _, _ in checked], propagator.channel_axis)
     if not folds:
         raise PropagationError("calibration needs a reference with labelled objects in both halves of the "
                                "image: label objects across the whole reference, or skip calibration")
     label_images = [labels for _, labels, _, _ in checked]
     class_of = propagator._class_map(classes, label_images)
     floors = min_areas_by_class(label_images, class_of)
-    class_values = {c: [v for v, k in class_of.items() if k == c] for c in sorted(set(class_of.values()))}
-    candidates = {c: candidate_steps([np.where(np.isin(lab, values), lab, 0) for lab in label_images],
+    candidates = {c: candidate_steps([labels_of_class(lab, class_of, c) for lab in label_images],
                                      min_size=floors[c])
-                  for c, values in class_values.items()}
+                  for c in sorted(set(class_of.values()))}
     table: list[dict[str, Any]] = []
     best: tuple[tuple[bool, float], float, dict[int, InstanceStep]] | None = None
     settings = [(p, s) for p in dict.fromkeys(bool(p) for p in projections) for s in scales]
@@ -168,7 +166,7 @@ def calibrate(
             propagator.set_references([reference], classes)
             semantic = next(propagator.propagate([held_image], modes=("semantic",))).labels["semantic"]
             for c, steps in candidates.items():
-                truth = np.where(np.isin(held_labels, class_values[c]), held_labels, 0)
+                truth = labels_of_class(held_labels, class_of, c)
                 region = semantic == c
                 ious[c] += foreground_iou(truth, region) / len(folds)
                 for k, step in enumerate(steps):

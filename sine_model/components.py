@@ -24,8 +24,8 @@ from scipy import ndimage as ndi
 from .instance_split import InstanceStep, choose_instance_step
 from .labelmaps import smallest_label_dtype
 
-__all__ = ["INSTANCE_SOURCES", "MIN_AREA_FRACTION", "instance_steps_by_class", "min_areas_by_class",
-           "min_component_area", "semantic_components"]
+__all__ = ["INSTANCE_SOURCES", "MIN_AREA_FRACTION", "instance_steps_by_class", "labels_of_class",
+           "min_areas_by_class", "min_component_area", "semantic_components"]
 
 #: ``"queries"``: SINE's instance queries (official); ``"semantic"``: components of the semantic map.
 INSTANCE_SOURCES: tuple[str, ...] = ("queries", "semantic")
@@ -60,6 +60,12 @@ def min_areas_by_class(label_images: list[np.ndarray], class_of: Mapping[int, in
     return {cls: min_component_area(a, fraction) for cls, a in areas.items()}
 
 
+def labels_of_class(labels: np.ndarray, class_of: Mapping[int, int], cls: int) -> np.ndarray:
+    """``labels`` with only the objects of class ``cls`` kept (label value -> class map ``class_of``)."""
+    labels = np.asarray(labels)
+    return np.where(np.isin(labels, [v for v, c in class_of.items() if c == cls]), labels, 0)
+
+
 def instance_steps_by_class(label_images: list[np.ndarray], class_of: Mapping[int, int],
                             fraction: float = MIN_AREA_FRACTION) -> dict[int, InstanceStep]:
     """Per class, the :class:`~sine_model.instance_split.InstanceStep` chosen on the reference labels.
@@ -77,13 +83,8 @@ def instance_steps_by_class(label_images: list[np.ndarray], class_of: Mapping[in
     floors = min_areas_by_class(label_images, class_of, fraction)
     steps = {}
     for cls, floor in floors.items():
-        per_class = []
-        for labels in label_images:
-            labels = np.asarray(labels)
-            values = np.unique(labels[labels != 0])
-            mine = values[[class_of[int(v)] == cls for v in values]] if values.size else values
-            if mine.size:
-                per_class.append(np.where(np.isin(labels, mine), labels, 0))
+        parts = (labels_of_class(labels, class_of, cls) for labels in label_images)
+        per_class = [part for part in parts if part.any()]
         steps[cls] = choose_instance_step(per_class, min_size=floor)
     return steps
 

@@ -276,6 +276,15 @@ class Propagator:
         """Fix the per-class split rules of the semantic answer (None: choose them on the references)."""
         self._calibrated_steps = None if steps is None else dict(steps)
 
+    def clear_calibration(self, scale: float) -> None:
+        """Undo :func:`~sine_model.calibration.calibrate`: ``scale``, no input projection, split rules chosen
+        on the references; then set the references again."""
+        if scale != self.scale:
+            self.set_scale(scale)
+        self.set_instance_steps(None)
+        if self.project_inputs:
+            self.set_project_inputs(False)
+
     def set_project_inputs(self, enabled: bool) -> None:
         """Turn the reference projection on or off; set the references again (it is fitted on them)."""
         self.project_inputs = bool(enabled)

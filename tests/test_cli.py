@@ -115,17 +115,23 @@ def test_png_list_with_rgb_and_mode_subset(capsys, data):
     assert {r["mode"] for r in scores(out)} <= {"id", "semantic"}
 
 
-def test_instances_option_picks_the_instance_source(capsys, data, monkeypatch):
-    from sine_model.components import instance_steps_by_class, min_areas_by_class, semantic_components
-
-    made: list[Propagator] = []
+@pytest.fixture
+def made(monkeypatch) -> list[Propagator]:
+    """Every Propagator the command builds, in order."""
+    built: list[Propagator] = []
     init = Propagator.__init__
 
     def recording_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        made.append(self)
+        built.append(self)
 
     monkeypatch.setattr(Propagator, "__init__", recording_init)
+    return built
+
+
+def test_instances_option_picks_the_instance_source(capsys, data, made):
+    from sine_model.components import instance_steps_by_class, min_areas_by_class, semantic_components
+
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--instances", "semantic",
                              "--threshold-semantic", "0.2")
     assert code == 0, err
@@ -144,15 +150,7 @@ def test_instances_option_picks_the_instance_source(capsys, data, monkeypatch):
     assert code == 2 and "invalid choice" in err
 
 
-def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, monkeypatch):
-    made: list[Propagator] = []
-    init = Propagator.__init__
-
-    def recording_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        made.append(self)
-
-    monkeypatch.setattr(Propagator, "__init__", recording_init)
+def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, made):
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--calibrate", "--instances", "semantic")
     assert code == 0, err
     assert "calibrated on the references" in err and "held-out instance F1" in err

@@ -271,9 +271,9 @@ def adapt_propagator(
     """
     options.setdefault("scale", propagator.scale)
     options.setdefault("device", propagator.device)
-    propagator.set_references(pairs, classes)  # checks them, and fits the reference projection if on
     training_pairs = pairs
     if getattr(propagator, "project_inputs", False):  # train on what the model will see: the projection
+        propagator.set_references(pairs, classes)  # fits the projection on these references
         training_pairs = [(propagator.training_image(image), labels) for image, labels in pairs]
     else:
         options.setdefault("channel_axis", propagator.channel_axis)
