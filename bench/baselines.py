@@ -25,14 +25,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
-from scipy import ndimage as ndi
 from skimage.feature import multiscale_basic_features
 from skimage.filters import gaussian, threshold_otsu
-from skimage.segmentation import find_boundaries, watershed
 
 from sine_model.instance_split import InstanceStep, choose_instance_step
-from sine_model.instance_split import relabel_sequential as _relabel
-from sine_model.instance_split import remove_small as _remove_small
+from sine_model.refinement import inner_rim, seeded_instances
 
 __all__ = ["Runner", "Prediction", "InstanceStep", "RandomForestBaseline", "OtsuBaseline",
            "normalise_image", "choose_instance_step"]
@@ -146,7 +143,7 @@ class RandomForestBaseline:
         self._border_class = None
         if self.border and self._steps:
             self._border_class = int(semantic.max()) + 1
-            target = np.where(_inner_rim(labels).ravel(), self._border_class, target)
+            target = np.where(inner_rim(labels).ravel(), self._border_class, target)
         rng = np.random.default_rng(self.seed)
         picks = []
         for cls in np.unique(target):
@@ -184,33 +181,10 @@ class RandomForestBaseline:
             instance = np.zeros(semantic.shape, np.uint32)
             for k in objects:
                 cls = int(classes[k])
-                part = _seeded_instances(semantic == cls, classes[best] == cls, proba[..., k],
+                part = seeded_instances(semantic == cls, classes[best] == cls, proba[..., k],
                                          self._steps[cls].min_size)
                 instance[part > 0] = part[part > 0] + instance.max()
             yield {"semantic": semantic.astype(np.uint16), "instance": instance}
-
-
-def _inner_rim(labels: np.ndarray) -> np.ndarray:
-    """Object pixels within ~1/8 of the median object radius (at least 1 px) of another label."""
-    areas = np.bincount(labels.ravel())[1:]
-    radius = float(np.sqrt(np.median(areas[areas > 0]) / np.pi))
-    rim = find_boundaries(labels, mode="inner")
-    width = max(1, round(radius / 8))
-    if width > 1:
-        rim = ndi.binary_dilation(rim, iterations=width - 1) & (labels > 0)
-    return rim
-
-
-def _seeded_instances(mask: np.ndarray, seeds: np.ndarray, height: np.ndarray, min_size: int) -> np.ndarray:
-    """Watershed of ``mask`` on ``-height`` from the components of ``seeds`` (unseeded parts kept)."""
-    markers, n = ndi.label(seeds & mask)
-    markers = _remove_small(markers, max(2, min_size // 4))
-    components = ndi.label(mask)[0]
-    seeded = np.zeros(components.max() + 1, bool)
-    seeded[components[markers > 0]] = True
-    unseeded = ~seeded[components] & mask
-    markers[unseeded] = components[unseeded] + n
-    return _relabel(_remove_small(watershed(-height, markers, mask=mask), min_size))
 
 
 class OtsuBaseline:

@@ -181,7 +181,8 @@ class ModelRunner:
 
     def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
                  modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
-                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False) -> None:
+                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
+                 refine_seconds: float = 0.0, refine_with_model: bool = True) -> None:
         from sine_model.propagate import Propagator
 
         self.name = name
@@ -194,6 +195,12 @@ class ModelRunner:
         self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
         self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
             if sources != (engine_source,) else {}
+        self.refine_seconds = float(refine_seconds)
+        self.refine_fits: list = []  # sine_model.refinement.RefinerFit per reference
+        self.refine_with_model = refine_with_model
+        if self.refine_seconds > 0:  # the engine's instances come from the refined map
+            self.variants = {"[refined instances]": "instance",
+                             "[components instances]": "instance@components"}
         self._floor: dict[int, int] = {}
         self.base_model = model
         self.adapt_seconds = float(adapt_seconds)
@@ -223,6 +230,11 @@ class ModelRunner:
             self.adapt_steps.append(result.steps)
         else:
             self.propagator.set_references([(image, labels)], classes)
+        if self.refine_seconds > 0:
+            from sine_model.refinement import fit_refiner
+
+            self.refine_fits.append(fit_refiner(self.propagator, [(image, labels)], classes,
+                                                self.refine_seconds, use_model_maps=self.refine_with_model))
         self._ref_ndim = np.ndim(image)
         self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
 
@@ -239,7 +251,7 @@ class ModelRunner:
         for result in self.propagator.propagate(images, modes=self.modes):
             pred = dict(result.labels)
             if self.variants:
-                pred["instance@queries"] = pred["instance"]
+                pred["instance@queries"] = pred["instance"]  # (refined instances when refining)
                 steps = self.propagator.instance_steps()
                 pred["instance@semantic"] = semantic_components(pred["semantic"], self._floor, steps=steps)[0]
                 pred["instance@components"] = semantic_components(pred["semantic"], self._floor)[0]
@@ -442,6 +454,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibrate", action="store_true",
                         help="choose the model's scale and instance split rules on each reference "
                              "(sine_model.calibration: cross-validation between reference halves)")
+    parser.add_argument("--refine", type=float, nargs="+", default=[0.0], metavar="SECONDS",
+                        help="fit the full-resolution refiner (sine_model.refinement) on each reference "
+                             "for SECONDS (0: none); several values run the model once per value")
+    parser.add_argument("--refine-ablation", action="store_true",
+                        help="also run each refined model with a refiner that ignores the model's maps "
+                             "(a pixel classifier on the same features: what the model adds)")
     parser.add_argument("--device", default=None, help="model device (default: auto)")
     parser.add_argument("--baselines", nargs="*", choices=["rf", "rf-border", "otsu"],
                         default=["rf", "rf-border", "otsu"],
@@ -467,11 +485,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if model is not None:
         name = Path(args.model).stem if os.sep in args.model else args.model
         for seconds in dict.fromkeys(args.adapt):
-            extras = " + calibrate" if args.calibrate else ""
-            extras += f" + adapt {seconds:g} s" if seconds else ""
-            runners.append(ModelRunner(model, f"SINE ({name}{extras})", pad=args.pad or default_pad,
-                                       scale=args.scale, device=args.device, adapt_seconds=seconds,
-                                       instance_sources=args.instances, calibrate=args.calibrate))
+            for refine in dict.fromkeys(args.refine):
+                extras = " + calibrate" if args.calibrate else ""
+                extras += f" + adapt {seconds:g} s" if seconds else ""
+                extras += f" + refine {refine:g} s" if refine else ""
+                runners.append(ModelRunner(model, f"SINE ({name}{extras})", pad=args.pad or default_pad,
+                                           scale=args.scale, device=args.device, adapt_seconds=seconds,
+                                           instance_sources=args.instances, calibrate=args.calibrate,
+                                           refine_seconds=refine))
+        for refine in sorted({r for r in args.refine if r > 0})[-1:] if args.refine_ablation else []:
+            # the refiner alone: the model's maps left out, so nothing to calibrate or adapt
+            runners.append(ModelRunner(model, f"refiner without model ({refine:g} s)",
+                                       pad=args.pad or default_pad, scale=args.scale, device=args.device,
+                                       instance_sources=args.instances,
+                                       refine_seconds=refine, refine_with_model=False))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}
     runners += [makers[b]() for b in dict.fromkeys(args.baselines)]

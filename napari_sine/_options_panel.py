@@ -1,4 +1,4 @@
-"""The Model section: modes, model preset, device, score threshold, scale, memory, calibration, adaptation."""
+"""The Model section: modes, model, device, threshold, scale, memory, calibration, adaptation, refinement."""
 
 from __future__ import annotations
 
@@ -79,6 +79,16 @@ class OptionsPanel(QGroupBox):
         self.adapt_seconds.setDecimals(0)
         self.adapt_seconds.setSuffix(" s")
         self.adapt_seconds.setToolTip("time budget of the adaptation")
+        self.refine = QCheckBox("refine at full resolution")
+        self.refine.setToolTip("before propagating, train a small pixel classifier on your references that "
+                               "decides every pixel again from the model's maps and image features (edges, "
+                               "texture) and marks object borders, so thin gaps and touching objects come "
+                               "apart")
+        self.refine_seconds = QDoubleSpinBox()
+        self.refine_seconds.setRange(1.0, 600.0)
+        self.refine_seconds.setDecimals(0)
+        self.refine_seconds.setSuffix(" s")
+        self.refine_seconds.setToolTip("time budget of the refiner's training")
         modes_row = QHBoxLayout()
         for box in self.modes.values():
             modes_row.addWidget(box)
@@ -97,6 +107,10 @@ class OptionsPanel(QGroupBox):
         adapt_row.addWidget(self.adapt)
         adapt_row.addWidget(self.adapt_seconds)
         form.addRow(adapt_row)
+        refine_row = QHBoxLayout()
+        refine_row.addWidget(self.refine)
+        refine_row.addWidget(self.refine_seconds)
+        form.addRow(refine_row)
         self._choices: list[ModelChoice] = []
         self.refresh_models()
         for box in self.modes.values():
@@ -110,6 +124,9 @@ class OptionsPanel(QGroupBox):
         self.adapt.toggled.connect(on_change)
         self.adapt.toggled.connect(self.adapt_seconds.setEnabled)
         self.adapt_seconds.valueChanged.connect(on_change)
+        self.refine.toggled.connect(on_change)
+        self.refine.toggled.connect(self.refine_seconds.setEnabled)
+        self.refine_seconds.valueChanged.connect(on_change)
 
     # -- models -------------------------------------------------------------------------------------
 
@@ -160,6 +177,10 @@ class OptionsPanel(QGroupBox):
         """Seconds of test-time adaptation (0 when it is off)."""
         return float(self.adapt_seconds.value()) if self.adapt.isChecked() else 0.0
 
+    def refine_budget(self) -> float:
+        """Seconds of the refiner's training (0 when refinement is off)."""
+        return float(self.refine_seconds.value()) if self.refine.isChecked() else 0.0
+
     def thresholds(self) -> dict[str, float]:
         value = round(self.threshold.value(), 4)
         return {"id": value, "instance": value}
@@ -178,6 +199,9 @@ class OptionsPanel(QGroupBox):
         self.adapt_seconds.setValue(settings.adapt_seconds)
         self.adapt.setChecked(settings.adapt)
         self.adapt_seconds.setEnabled(settings.adapt)
+        self.refine_seconds.setValue(settings.refine_seconds)
+        self.refine.setChecked(settings.refine)
+        self.refine_seconds.setEnabled(settings.refine)
 
     def settings_into(self, settings: WidgetSettings) -> None:
         settings.modes = [mode for mode, box in self.modes.items() if box.isChecked()]
@@ -189,3 +213,5 @@ class OptionsPanel(QGroupBox):
         settings.calibrate = self.calibrate.isChecked()
         settings.adapt = self.adapt.isChecked()
         settings.adapt_seconds = float(self.adapt_seconds.value())
+        settings.refine = self.refine.isChecked()
+        settings.refine_seconds = float(self.refine_seconds.value())

@@ -96,6 +96,8 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
         args.append("--calibrate")
     if params.get("adapt_seconds"):
         args += ["--adapt", f"{params['adapt_seconds']:g}"]
+    if params.get("refine_seconds"):
+        args += ["--refine", f"{params['refine_seconds']:g}"]
     if params.get("channel_axis") is not None:
         args += ["--channel-axis", str(params["channel_axis"])]
     if params["classes"]:

@@ -67,6 +67,7 @@ def run_records(references: Sequence[ReferenceChoice], pairs: Sequence[tuple[np.
         "channel_axis": request.channel_axis,
         "adapt_seconds": request.adapt_seconds,
         "calibrate": request.calibrate,
+        "refine_seconds": request.refine_seconds,
     }
     base = {
         "created": now(),
@@ -237,7 +238,8 @@ class RunController:
                 self._progress.set_description(f"SINE: {item.message}")
         elif isinstance(item, Started):
             self._total = item.total
-            sink.annotate(item.weights_sha256, item.device, item.adaptation, item.calibration)
+            sink.annotate(item.weights_sha256, item.device, item.adaptation, item.calibration,
+                          item.refinement)
             self._status(f"propagating to {item.total} target(s) on {item.device}")
             if self._progress is not None:
                 self._progress.set_description("SINE: propagating")

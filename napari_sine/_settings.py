@@ -57,6 +57,10 @@ class WidgetSettings:
         Test-time adaptation before propagating.
     adapt_seconds : float
         Its time budget.
+    refine : bool
+        Fit the full-resolution refiner on the references before propagating.
+    refine_seconds : float
+        Its training budget.
     """
 
     model: str = ""
@@ -70,6 +74,8 @@ class WidgetSettings:
     calibrate: bool = False
     adapt: bool = False
     adapt_seconds: float = 30.0
+    refine: bool = False
+    refine_seconds: float = 15.0
 
     @classmethod
     def load(cls, path: Path | None = None) -> WidgetSettings:

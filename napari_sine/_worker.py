@@ -76,6 +76,9 @@ class RunRequest:
     calibrate : bool
         Choose the scale and the instance split rules on the references first
         (:func:`sine_model.calibration.calibrate`; the chosen scale replaces ``scale``).
+    refine_seconds : float
+        Training budget of the full-resolution refiner (0 = none), fitted on the references after any
+        adaptation (:func:`sine_model.refinement.fit_refiner`).
     """
 
     preset: str
@@ -92,6 +95,7 @@ class RunRequest:
     batch_size: int = 1
     adapt_seconds: float = 0.0
     calibrate: bool = False
+    refine_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ class Started:
     calibration : dict or None
         What the calibration chose (``scale``, ``projection``, ``rules`` per class, held-out ``f1``,
         ``folds``), if any.
+    refinement : dict or None
+        How the refiner was fitted (``seconds``, ``steps``, ``pixels``, ``held_out``, ``final_loss``), if
+        it was.
     """
 
     total: int
@@ -128,6 +135,7 @@ class Started:
     weights_sha256: str | None
     adaptation: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    refinement: dict[str, Any] | None = None
 
 
 @dataclass
@@ -218,8 +226,17 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
             result = adapt_propagator(propagator, list(request.pairs), request.adapt_seconds, classes=classes)
             adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
                           "final_loss": round(result.losses[-1], 6) if result.losses else None}
+        refinement = None
+        if request.refine_seconds > 0:
+            from sine_model.refinement import fit_refiner
+
+            yield Status(f"fitting the full-resolution refiner (at most {request.refine_seconds:g} s)")
+            fit = fit_refiner(propagator, list(request.pairs), classes, request.refine_seconds)
+            refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
+                          "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
         total = propagator.validate_targets(list(request.targets), None, check_values=False)
-        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation, calibration)
+        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation, calibration,
+                      refinement)
         yield from propagator.propagate(list(request.targets), request.modes, memory=request.memory)
     except Exception as error:
         raise RunFailed(error) from error

@@ -109,6 +109,9 @@ def _add_propagate(subparsers: Any) -> None:
              "themselves, by cross-validation between their halves (sine_model.calibration)")
     add("--adapt", type=float, metavar="SECONDS",
         help="fine-tune neck + decoder on crop pairs of the references for at most SECONDS first")
+    add("--refine", type=float, metavar="SECONDS",
+        help="decide every pixel again at full resolution with a small classifier of the model's maps "
+             "and image features, trained on the references for at most SECONDS (sine_model.refinement)")
     for mode in MODES:
         add(f"--threshold-{mode}", type=float, metavar="X", help=f"score threshold of the {mode} mode")
     add("--channel-axis", type=int, metavar="N", help="channel axis of multichannel images")
@@ -236,10 +239,21 @@ def report_calibration(propagator: Any, pairs: list, classes: dict[int, int] | N
           file=sys.stderr)
 
 
-def check_adapt_seconds(seconds: float | None) -> None:
-    """``--adapt`` is absent or a positive number of seconds."""
+def check_adapt_seconds(seconds: float | None, option: str = "--adapt") -> None:
+    """``--adapt`` (or ``option``) is absent or a positive number of seconds."""
     if seconds is not None and seconds <= 0:
-        raise CliError(f"--adapt needs a positive number of seconds, got {seconds}")
+        raise CliError(f"{option} needs a positive number of seconds, got {seconds}")
+
+
+def report_refinement(propagator: Any, pairs: list, classes: dict[int, int] | None, seconds: float) -> None:
+    """Fit the full-resolution refiner on the references and say how (on stderr)."""
+    from sine_model.refinement import fit_refiner
+
+    start = time.perf_counter()
+    fit = fit_refiner(propagator, pairs, classes, seconds)
+    source = "halves predicted from each other" if fit.held_out else "references predicted from themselves"
+    print(f"refiner fitted on the references in {time.perf_counter() - start:.1f} s: {fit.steps} steps on "
+          f"{fit.pixels} pixels ({source}), loss {fit.loss:.3f}", file=sys.stderr)
 
 
 def _propagate_command(args: argparse.Namespace) -> int:
@@ -252,6 +266,7 @@ def _propagate_command(args: argparse.Namespace) -> int:
                        "--ref-labels after each --ref")
     check_out_dir(args.out, args.modes, args.overwrite)
     check_adapt_seconds(args.adapt)
+    check_adapt_seconds(args.refine, "--refine")
     if args.format == "zarr" and not io.zarr_available():
         raise CliError("--format zarr needs the 'zarr' package: pip install zarr")
     pairs = [(io.read_image(i), io.read_image(lab)) for i, lab in zip(args.ref, args.ref_labels, strict=True)]
@@ -274,6 +289,8 @@ def _propagate_command(args: argparse.Namespace) -> int:
         from sine_model.training.adapt import adapt_propagator
 
         adapt_propagator(propagator, pairs, args.adapt, classes=args.classes)
+    if args.refine:
+        report_refinement(propagator, pairs, args.classes, args.refine)
     items = targets if isinstance(targets, list) else [targets]
     has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
     n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)

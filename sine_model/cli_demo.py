@@ -39,6 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cli.check_out_dir(args.out, MODES, args.overwrite)
     cli.check_adapt_seconds(args.adapt)
+    cli.check_adapt_seconds(args.refine, "--refine")
     name = args.model or default_preset()
     model = cli._load_model(args)
     sample = load_sample()
@@ -56,6 +57,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"adapted neck + decoder: {result.steps} steps in {result.seconds:.1f} s")
     else:
         propagator.set_references(pairs)
+    if args.refine:
+        cli.report_refinement(propagator, pairs, None, args.refine)
     writer = io.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
     header = (f"{'target':<10} {'truth':>5} {'instances':>9} {'F1@0.5':>7} {'ID objs':>7} "
               f"{'semantic IoU':>12} {'seconds':>7}")
@@ -84,6 +87,7 @@ DEMO_EXAMPLES = """\
 examples:
   napari-sine demo                              # writes demo_output/, prints counts and scores
   napari-sine demo --adapt 60 --out demo_adapted --overwrite
+  napari-sine demo --calibrate --adapt 60 --refine 15 --out demo_refined --overwrite
 """
 
 
@@ -111,4 +115,7 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
                         "(cross-validation between its halves)")
     p.add_argument("--adapt", type=float, metavar="SECONDS",
                    help="fine-tune neck + decoder on the reference for at most SECONDS first")
+    p.add_argument("--refine", type=float, metavar="SECONDS",
+                   help="refine the answers at full resolution with a classifier of the model's maps and "
+                        "image features, trained on the reference for at most SECONDS")
     p.set_defaults(handler=cmd_demo)

@@ -33,6 +33,7 @@ from .memory import TimelapseMemory
 from .model import SINE
 from .postprocess import SEMANTIC_THRESHOLD
 from .reference_projection import ReferenceProjection, fit_reference_projection
+from .refinement import PixelRefiner
 from .stitching import (
     TileOutput,
     semantic_answer,
@@ -69,6 +70,7 @@ class TargetResult:
     labels: dict[str, np.ndarray]
     scores: list[ObjectScore]
     shape: tuple[int, int]
+    semantic_maps: np.ndarray | None = None  # (C, H, W) model map before refinement, if asked for
 
 
 @dataclass
@@ -175,6 +177,7 @@ class Propagator:
         self.project_inputs = bool(project_inputs)
         self._projection: ReferenceProjection | None = None  # fitted by set_references when projecting
         self._ref_labels: tuple[list[np.ndarray], dict[int, int]] = ([], {})
+        self.refiner: PixelRefiner | None = None  # full-resolution refinement, fitted on the references
         self.instance_topk = self.model.transformer_decoder.num_queries
         self.cache = FeatureCache(cache_bytes)
         self._encoder_key = self._fingerprint_encoder()
@@ -233,6 +236,7 @@ class Propagator:
         self._reference = reference
         label_images = [labels for _, labels, _, _ in checked]
         self._min_area = min_areas_by_class(label_images, class_of)
+        self.refiner = None  # fitted on other references (fit_refiner sets it after the references)
         self._ref_labels, self._instance_steps = (label_images, class_of), None
         self._ref_ndim = checked[0][0].ndim
         self._ref_channels = channels.pop()
@@ -253,6 +257,22 @@ class Propagator:
 
     def _projected(self, rgb: np.ndarray) -> np.ndarray:
         return rgb if self._projection is None else self._projection.apply(rgb)
+
+    def semantic_classes(self) -> list[int]:
+        """The class ids of the references, in the order of the semantic map's channels."""
+        self._require_references()
+        return [int(c) for c in self._tokens.sem_labels.tolist()]
+
+    def set_refiner(self, refiner: PixelRefiner | None) -> None:
+        """Refine the semantic answer (and instances made from it) with ``refiner`` (None: do not).
+
+        :func:`~sine_model.refinement.fit_refiner` fits one on the references and sets it; setting
+        references again drops it.
+        """
+        if refiner is not None and list(refiner.class_ids) != self.semantic_classes():
+            raise PropagationError(f"the refiner knows classes {list(refiner.class_ids)} but the references "
+                                   f"have {self.semantic_classes()}: fit it on these references")
+        self.refiner = refiner
 
     def training_image(self, image: Any) -> Any:
         """``image`` as the model sees it, for adaptation: the reference projection (uint8 grey) if on."""
@@ -320,6 +340,7 @@ class Propagator:
         modes: Sequence[str] = MODES,
         stack_axis: int | None = None,
         memory: bool = False,
+        keep_maps: bool = False,
     ) -> Iterator[TargetResult]:
         """Yield one :class:`TargetResult` per target, as soon as it is ready.
 
@@ -335,6 +356,9 @@ class Propagator:
         memory : bool
             Time-lapse mode for ID: earlier predicted frames become extra references (official VOS
             recipe: fixed reference + up to 5 scored frames, linear score decay over 20 frames).
+        keep_maps : bool
+            Keep the model's stitched per-class map ``(C, H, W)`` (before any refinement; channels in
+            :meth:`semantic_classes` order) on each result as ``semantic_maps``.
         """
         self._require_references()
         modes = tuple(dict.fromkeys(modes))
@@ -343,16 +367,16 @@ class Propagator:
             raise PropagationError(f"unknown or no modes {bad}: choose from {', '.join(MODES)}")
         if memory and "id" not in modes:
             raise PropagationError("memory mode improves ID proposals: include 'id' in modes")
-        return self._run(targets, modes, stack_axis, memory)
+        return self._run(targets, modes, stack_axis, memory, keep_maps)
 
     def _run(self, targets: Any, modes: tuple[str, ...], stack_axis: int | None,
-             memory: bool) -> Iterator[TargetResult]:
+             memory: bool, keep_maps: bool = False) -> Iterator[TargetResult]:
         timeline = TimelapseMemory() if memory else None
         pending: list[tuple[int, np.ndarray, list[Tile]]] = []
         tiles_pending = 0
         stream = iter_targets(targets, stack_axis, self._ref_ndim, self._ref_channels, self.channel_axis)
         for index, image in enumerate(stream):
-            rgb = self._projected(to_rgb_float(image, channel_axis=self.channel_axis))
+            rgb = to_rgb_float(image, channel_axis=self.channel_axis)  # projected tile by tile (per pixel)
             tiles = plan_tiles(*rgb.shape[:2], self.tile_extent, self.overlap_extent)
             if timeline is not None and len(tiles) > 1:
                 raise PropagationError(
@@ -362,20 +386,22 @@ class Propagator:
             pending.append((index, rgb, tiles))
             tiles_pending += len(tiles)
             if timeline is not None or tiles_pending >= self.batch_size:
-                yield from self._process(pending, modes, timeline, self.tile_extent)
+                yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
                 pending, tiles_pending = [], 0
         if pending:
-            yield from self._process(pending, modes, timeline, self.tile_extent)
+            yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
 
     def _process(self, pending: list[tuple[int, np.ndarray, list[Tile]]], modes: tuple[str, ...],
-                 timeline: TimelapseMemory | None, extent: int, depth: int = 0) -> Iterator[TargetResult]:
+                 timeline: TimelapseMemory | None, extent: int, depth: int = 0,
+                 keep_maps: bool = False) -> Iterator[TargetResult]:
         jobs = [(n, tile) for n, (_, _, tiles) in enumerate(pending) for tile in tiles]
         geometries = [self._geometry(tile) for _, tile in jobs]
-        tensors = [rgb_to_model_input(pending[n][1][tile.slices], g.valid_hw, self.pad)
+        tensors = [rgb_to_model_input(self._projected(pending[n][1][tile.slices]), g.valid_hw, self.pad)
                    for (n, tile), g in zip(jobs, geometries, strict=True)]
         outputs: list[list[TileOutput]] = [[] for _ in pending]
         tile_modes = modes
-        if self.instance_source == "semantic" and "instance" in modes:  # instances come from the class map
+        if (self.instance_source == "semantic" or self.refiner is not None) and "instance" in modes:
+            # instances come from the class map
             tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in modes))
         with torch.inference_mode():
             tokens = self._tokens_with_memory(timeline)
@@ -396,9 +422,9 @@ class Propagator:
                 # More objects than queries in a tile: redo this target with tiles of half the side.
                 half = extent // 2
                 tiles = plan_tiles(*rgb.shape[:2], half, min(self.overlap_extent // 2, half - 1))
-                yield from self._process([(index, rgb, tiles)], modes, None, half, depth + 1)
+                yield from self._process([(index, rgb, tiles)], modes, None, half, depth + 1, keep_maps)
             else:
-                yield self._assemble(index, rgb.shape[:2], outputs[n], modes, tokens)
+                yield self._assemble(index, rgb, outputs[n], modes, tokens, keep_maps)
 
     def _needs_refinement(self, outputs: list[TileOutput], timeline: TimelapseMemory | None, extent: int,
                           depth: int) -> bool:
@@ -407,33 +433,41 @@ class Propagator:
         limit = 0.9 * self.instance_topk
         return any(out.instance is not None and len(out.instance) >= limit for out in outputs)
 
-    def _assemble(self, index: int, shape: tuple[int, int], tiles: list[TileOutput],
-                  modes: tuple[str, ...], tokens: ReferenceTokens) -> TargetResult:
+    def _assemble(self, index: int, rgb: np.ndarray, tiles: list[TileOutput], modes: tuple[str, ...],
+                  tokens: ReferenceTokens, keep_maps: bool = False) -> TargetResult:
+        shape = rgb.shape[:2]
         labels: dict[str, np.ndarray] = {}
         scores: list[ObjectScore] = []
         sources = self._reference.id_sources if self._reference else {}
         sem_labels = tokens.sem_labels.tolist()
-        semantic_maps = None  # stitched once: the semantic answer and instances made from it share it
-        if "semantic" in modes or (self.instance_source == "semantic" and "instance" in modes):
+        from_map = self.instance_source == "semantic" or self.refiner is not None
+        semantic_maps = refined = None  # stitched once: the semantic answer and instances share it
+        if "semantic" in modes or (from_map and "instance" in modes) or keep_maps:
             semantic_maps = stitch_semantic_maps(shape, tiles, sem_labels, self.thresholds["semantic"])
+            if self.refiner is not None and ("semantic" in modes or "instance" in modes):
+                refined = self.refiner.refine(rgb, semantic_maps[0])
         for mode in modes:
             threshold = self.thresholds[mode]
             if mode == "id":
                 label_map, found = stitch_id(shape, tiles, threshold)
                 rows = [(obj, s, sources.get(obj, "")) for obj, s in found]
             elif mode == "instance":
-                if self.instance_source == "semantic":
+                if refined is not None:
+                    label_map, found = refined.instances(sem_labels, self._min_area, min_score=threshold)
+                elif self.instance_source == "semantic":
                     label_map, found = semantic_instances(semantic_maps, sem_labels, self._min_area,
                                                           min_score=threshold, steps=self.instance_steps())
                 else:
                     label_map, found = stitch_instances(shape, tiles, threshold)
                 rows = [(obj, s, f"class:{c}") for obj, s, c in found]
             else:
-                label_map, found = semantic_answer(semantic_maps, sem_labels)
+                maps = semantic_maps if refined is None else (refined.probs, refined.label_map)
+                label_map, found = semantic_answer(maps, sem_labels)
                 rows = [(c, s, f"class:{c}") for c, s in found]
             labels[mode] = label_map
             scores.extend(ObjectScore(index, int(v), mode, float(s), src) for v, s, src in rows)
-        return TargetResult(index, labels, scores, shape)
+        return TargetResult(index, labels, scores, shape,
+                            semantic_maps[0] if keep_maps and semantic_maps is not None else None)
 
     # -- model calls ------------------------------------------------------------------------------
 

@@ -165,6 +165,21 @@ def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, made
     assert code == 2 and "both halves" in err and "Traceback" not in err
 
 
+def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "2")
+    assert code == 0, err
+    assert "refiner fitted on the references" in err and "halves predicted from each other" in err
+    refiner = made[-1].refiner
+    assert refiner is not None and refiner.class_ids == (1,)
+    semantic = tifffile.imread(data / "out" / "labels_semantic.tif")
+    instance = tifffile.imread(data / "out" / "labels_instance.tif")
+    assert semantic.shape == instance.shape == (3, H, W)
+    # the instances are the refined map's objects: each lies inside the refined semantic region
+    assert not np.any((instance > 0) & (semantic == 0))
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "0", "--overwrite")
+    assert code == 2 and "--refine needs a positive number of seconds" in err
+
+
 def test_zarr_targets_and_zarr_output(capsys, data):
     zarr = pytest.importorskip("zarr")
     stack = np.random.default_rng(2).random((2, H, W)).astype(np.float32)

@@ -271,9 +271,9 @@ def test_saturated_tiles_are_redone_with_smaller_tiles(model):
     seen = []
     original = p._process
 
-    def spy(pending, modes, timeline, extent, depth=0):
+    def spy(pending, modes, timeline, extent, depth=0, keep_maps=False):
         seen.append((depth, extent, sum(len(t) for _, _, t in pending)))
-        return original(pending, modes, timeline, extent, depth)
+        return original(pending, modes, timeline, extent, depth, keep_maps)
 
     p._process = spy
     target = np.random.default_rng(6).integers(0, 255, (100, 100), dtype=np.uint8)

@@ -188,6 +188,25 @@ def test_calibrated_run_records_its_choice_and_the_next_run_forgets_it(sample_vi
     assert viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]["calibration"] is None
 
 
+def test_refined_run_records_the_refiner_and_the_next_run_drops_it(sample_viewer, qtbot):
+    viewer, widget = sample_viewer
+    widget.options.refine.setChecked(True)
+    widget.options.refine_seconds.setValue(1)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
+    assert record["parameters"]["refine_seconds"] == 1.0
+    fitted = record["refinement"]
+    assert fitted["steps"] >= 1 and fitted["pixels"] > 0 and fitted["held_out"] is True
+    propagator = widget.runner.holder.propagator
+    assert propagator.refiner is not None
+    widget.options.refine.setChecked(False)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    assert propagator.refiner is None
+    assert viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]["refinement"] is None
+
+
 def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):
     viewer, widget = sample_viewer
     targets = viewer.layers["targets"]

@@ -70,6 +70,8 @@ def test_settings_are_remembered(make_napari_viewer, tiny_preset):
     widget.options.adapt.setChecked(True)
     widget.options.adapt_seconds.setValue(12)
     widget.options.calibrate.setChecked(True)
+    widget.options.refine.setChecked(True)
+    widget.options.refine_seconds.setValue(7)
     saved = WidgetSettings.load()
     assert saved.threshold == 0.35 and saved.modes == ["id", "instance"] and saved.min_score == 0.2
     again = SineWidget(viewer)
@@ -77,6 +79,7 @@ def test_settings_are_remembered(make_napari_viewer, tiny_preset):
     assert not again.options.modes["semantic"].isChecked()
     assert again.options.model_name() == TINY_PRESET
     assert again.options.adapt_budget() == 12.0 and again.options.calibrate.isChecked()
+    assert again.options.refine_budget() == 7.0
     again.close()
 
 
@@ -148,7 +151,7 @@ def test_replay_command_parses_with_the_cli():
         "parameters": {"modes": ["id", "instance"], "device_requested": "cuda:1", "precision": "auto",
                        "pad": 896, "scale": 0.5, "thresholds": {"id": 0.4, "instance": 0.4},
                        "memory": True, "classes": {"1": 2}, "channel_axis": None, "adapt_seconds": 20.0,
-                       "instance_source": "semantic", "calibrate": True},
+                       "instance_source": "semantic", "calibrate": True, "refine_seconds": 15.0},
     }
     command, missing = cli_command(record)
     assert not missing
@@ -156,6 +159,6 @@ def test_replay_command_parses_with_the_cli():
     assert args.ref == ["/d/a.png"] and args.targets == ["/d/stack.tif"] and args.stack_axis == 0
     assert args.modes == ("id", "instance") and args.device == "cuda" and args.memory
     assert args.threshold_id == 0.4 and args.classes == {1: 2} and args.scale == 0.5 and args.adapt == 20
-    assert args.instances == "semantic" and args.calibrate
+    assert args.instances == "semantic" and args.calibrate and args.refine == 15
     record["references"][0]["plane"] = 3
     assert cli_command(record)[0] is None

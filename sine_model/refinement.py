@@ -1,0 +1,348 @@
+"""Full-resolution refinement of the semantic answer, fitted on the references at test time.
+
+SINE's masks live on a grid of a quarter of the model input's patches (the embedded model: one mask cell
+per 3.5 input pixels at input side 224, more on larger images), so boundaries are blurred and objects
+separated by a few pixels — cells between EM membranes, touching nuclei — merge. :class:`PixelRefiner`
+decides each pixel again at the target's own resolution from two kinds of evidence: the model's
+stitched per-class map (upsampled, what SINE learned from the references) and fixed multiscale pixel
+features of the image (:class:`~sine_model.filter_bank.FilterBank`: smoothing, edges, Laplacian,
+Hessian and structure-tensor eigenvalues at σ 0.7–16). A small per-pixel MLP maps them to background,
+each reference class and an object-border class (the objects' inner rim, as ilastik users label it for
+touching objects). Border-free object pixels seed a watershed that shares the border pixels out, so
+touching objects come apart.
+
+:func:`fit_refiner` trains the MLP on the references' own pixels for a bounded time. Its coarse input
+there is the model's answer on each reference half predicted from the other half
+(:func:`~sine_model.calibration.reference_folds`), or on the whole reference from itself when no
+reference has objects in both halves: a held-out answer teaches the MLP how far the model's map can be
+trusted on images it has not seen. Nothing is tuned on targets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries, watershed
+from torch import Tensor, nn
+
+from .calibration import reference_folds
+from .filter_bank import FilterBank
+from .inputs import check_reference_pair, sequence_of_pairs
+from .instance_split import relabel_sequential, remove_small
+from .labelmaps import smallest_label_dtype
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb_float
+
+__all__ = ["REFINER_SIGMAS", "PixelRefiner", "RefinedMaps", "RefinerFit", "fit_refiner", "inner_rim",
+           "seeded_instances"]
+
+#: Scales (pixels) of the refiner's filter-bank features: ilastik's range, up to 16.
+REFINER_SIGMAS: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)
+#: Percentiles of each channel mapped to 0 and 1 before the filter bank (per image).
+STRETCH_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+#: Rows per strip when an image's features are computed piecewise (bounds memory on large targets).
+STRIP_ROWS = 512
+#: Rows of context added above and below each strip (3 σ of the largest scale; a multiple of 16).
+STRIP_MARGIN = 48
+
+
+def inner_rim(labels: np.ndarray, fraction: float = 1 / 8) -> np.ndarray:
+    """Object pixels within ``fraction`` of the median object radius (at least 1 px) of another label."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        return np.zeros(np.shape(labels), bool)
+    radius = float(np.sqrt(np.median(areas) / np.pi))
+    rim = find_boundaries(labels, mode="inner")
+    width = max(1, round(radius * fraction))
+    if width > 1:
+        rim = ndi.binary_dilation(rim, iterations=width - 1) & (labels > 0)
+    return rim
+
+
+def seeded_instances(mask: np.ndarray, seeds: np.ndarray, height: np.ndarray, min_size: int) -> np.ndarray:
+    """Watershed of ``mask`` on ``-height`` from the components of ``seeds`` (unseeded parts kept whole)."""
+    markers, n = ndi.label(seeds & mask)
+    markers = remove_small(markers, max(2, min_size // 4))
+    components = ndi.label(mask)[0]
+    seeded = np.zeros(components.max() + 1, bool)
+    seeded[components[markers > 0]] = True
+    unseeded = ~seeded[components] & mask
+    markers[unseeded] = components[unseeded] + n
+    return relabel_sequential(remove_small(watershed(-height, markers, mask=mask), min_size))
+
+
+@dataclass
+class RefinedMaps:
+    """The refiner's answer for one target.
+
+    Attributes
+    ----------
+    probs : np.ndarray
+        ``(C, H, W)`` probability of each class (its border share included), in the class order given.
+    label_map : np.ndarray
+        ``(H, W)`` class ids (0 = background): the most likely class where background is not the most
+        likely answer.
+    seeds : np.ndarray
+        ``(H, W)`` bool: object pixels whose most likely answer is not the border.
+    """
+
+    probs: np.ndarray
+    label_map: np.ndarray
+    seeds: np.ndarray
+
+    def instances(self, class_ids: Sequence[int], min_area: Mapping[int, int],
+                  min_score: float = float("-inf")) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
+        """Instances per class (seeded watershed on the class probability), ids by descending score.
+
+        Rows are (id, mean class probability inside, class); pieces under the class's ``min_area`` or
+        scoring under ``min_score`` are dropped.
+        """
+        found = []
+        for channel, cls in enumerate(class_ids):
+            region = self.label_map == cls
+            if not region.any():
+                continue
+            parts = seeded_instances(region, self.seeds, self.probs[channel], int(min_area.get(cls, 1)))
+            flat, scores = parts.ravel(), self.probs[channel].ravel()
+            sums = np.bincount(flat, weights=scores)
+            counts = np.bincount(flat)
+            for part in range(1, len(counts)):
+                if counts[part] and sums[part] / counts[part] >= min_score:
+                    found.append((sums[part] / counts[part], cls, len(found), np.flatnonzero(flat == part)))
+        found.sort(key=lambda f: (-f[0], f[1], f[2]))
+        instances = np.zeros(self.label_map.size, dtype=smallest_label_dtype(len(found)))
+        rows = []
+        for new_id, (score, cls, _, pixels) in enumerate(found, start=1):
+            instances[pixels] = new_id
+            rows.append((new_id, float(score), int(cls)))
+        return instances.reshape(self.label_map.shape), rows
+
+
+class PixelRefiner(nn.Module):
+    """Per-pixel MLP on filter-bank features and the model's class maps: background, classes, border.
+
+    Parameters
+    ----------
+    class_ids : sequence of int
+        The reference classes, in the order of the model's semantic channels.
+    sigmas : sequence of float
+        Filter-bank scales in pixels.
+    hidden : int
+        Width of the MLP's two hidden layers.
+    use_model_maps : bool
+        Feed the model's class maps to the MLP (False: the image features alone, a plain pixel
+        classifier; for measuring what the model adds).
+    """
+
+    def __init__(self, class_ids: Sequence[int], sigmas: Sequence[float] = REFINER_SIGMAS,
+                 hidden: int = 32, use_model_maps: bool = True) -> None:
+        super().__init__()
+        self.class_ids = tuple(int(c) for c in class_ids)
+        if not self.class_ids:
+            raise ValueError("PixelRefiner needs at least one class")
+        self.bank = FilterBank(sigmas, colour=True, include_raw=True)
+        self.use_model_maps = bool(use_model_maps)
+        n_in = self.bank.num_features + (len(self.class_ids) if use_model_maps else 0)
+        self.num_outputs = len(self.class_ids) + 2  # background, the classes, border
+        self.register_buffer("shift", torch.zeros(n_in))
+        self.register_buffer("spread", torch.ones(n_in))
+        self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                  nn.Linear(hidden, self.num_outputs))
+
+    @property
+    def num_inputs(self) -> int:
+        """Features per pixel: the filter bank's plus one coarse map per class."""
+        return int(self.shift.numel())
+
+    def _bank(self, rgb: np.ndarray) -> Tensor:
+        mean = np.asarray(IMAGENET_MEAN, np.float32)
+        std = np.asarray(IMAGENET_STD, np.float32)
+        x = torch.from_numpy(((np.asarray(rgb, np.float32) - mean) / std).transpose(2, 0, 1).copy())
+        with torch.no_grad():
+            return self.bank(x[None])[0]
+
+    @staticmethod
+    def stretch(rgb: np.ndarray) -> np.ndarray:
+        """Each channel mapped from its :data:`STRETCH_PERCENTILES` to [0, 1] (clipped to [-0.5, 1.5]).
+
+        Images of one kind differ in brightness and stain strength; a per-image stretch makes the
+        pixel features comparable between the references and the targets.
+        """
+        rgb = np.asarray(rgb, np.float32)
+        low, high = np.percentile(rgb[::2, ::2], STRETCH_PERCENTILES, axis=(0, 1))
+        return np.clip((rgb - low) / np.maximum(high - low, 1e-6), -0.5, 1.5).astype(np.float32)
+
+    def strips(self, rgb: np.ndarray, coarse: np.ndarray) -> Iterator[tuple[slice, Tensor]]:
+        """``(rows, (n_pixels, num_inputs) features)`` of horizontal strips of the image.
+
+        ``rgb`` is ``(H, W, 3)`` float in [0, 1] (as :func:`~sine_model.transforms.to_rgb_float` gives),
+        stretched per channel first (:meth:`stretch`); ``coarse`` the model's ``(C, H, W)`` class maps.
+        Each strip is filtered with :data:`STRIP_MARGIN` rows of context.
+        """
+        height = rgb.shape[0]
+        rgb = self.stretch(rgb)
+        if coarse.shape != (len(self.class_ids), *rgb.shape[:2]):
+            raise ValueError(f"coarse maps {coarse.shape} do not match {len(self.class_ids)} classes and "
+                             f"the image's {rgb.shape[:2]}")
+        # strips start at multiples of 16 rows, so the filter bank's pyramid levels (down to 1/16) see
+        # the same pixel blocks as on the whole image
+        for top in range(0, height, STRIP_ROWS):
+            rows = slice(top, min(height, top + STRIP_ROWS))
+            lo, hi = max(0, top - STRIP_MARGIN), min(height, rows.stop + STRIP_MARGIN)
+            bank = self._bank(rgb[lo:hi])[:, rows.start - lo: rows.stop - lo]
+            if self.use_model_maps:
+                maps = torch.from_numpy(np.ascontiguousarray(coarse[:, rows], dtype=np.float32))
+                bank = torch.cat([bank, maps])
+            yield rows, bank.flatten(1).T
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(N, num_inputs)`` features → ``(N, num_outputs)`` logits (background, classes, border)."""
+        return self.head((features - self.shift) / self.spread)
+
+    def refine(self, rgb: np.ndarray, coarse: np.ndarray) -> RefinedMaps:
+        """The refined class maps of one image (see :class:`RefinedMaps`), inputs as for :meth:`strips`."""
+        height, width = rgb.shape[:2]
+        probs = np.zeros((self.num_outputs, height, width), np.float32)
+        with torch.no_grad():
+            for rows, features in self.strips(rgb, coarse):
+                out = self(features).softmax(-1).T.reshape(self.num_outputs, rows.stop - rows.start, width)
+                probs[:, rows] = out.numpy()
+        n = len(self.class_ids)
+        classes, background, border = probs[1:1 + n], probs[0], probs[-1]
+        best = classes.argmax(0)
+        # the border share goes to the most likely class: it belongs to an object either way
+        class_probs = classes.copy()
+        top = np.take_along_axis(classes, best[None], 0)[0]
+        np.put_along_axis(class_probs, best[None], (top + border)[None], 0)
+        foreground = background < 1.0 - background  # object (any class or border) more likely than not
+        lut = np.asarray(self.class_ids, np.int64)
+        label_map = np.where(foreground, lut[best], 0)
+        seeds = foreground & (border < top)
+        return RefinedMaps(class_probs, label_map, seeds)
+
+
+@dataclass
+class RefinerFit:
+    """What :func:`fit_refiner` did: optimiser steps, seconds, final loss, training pixels, folds."""
+
+    steps: int
+    seconds: float
+    loss: float
+    pixels: int
+    held_out: bool
+
+
+def _targets(labels: np.ndarray, class_of: Mapping[int, int], class_ids: Sequence[int]) -> np.ndarray:
+    """Per-pixel training target: 0 background, 1..C the classes (in ``class_ids`` order), C+1 border."""
+    lut = np.zeros(int(labels.max()) + 1, np.int64)
+    index = {c: k + 1 for k, c in enumerate(class_ids)}
+    for value, cls in class_of.items():
+        if 0 < value < len(lut):
+            lut[value] = index[cls]
+    target = lut[labels]
+    target[inner_rim(labels)] = len(class_ids) + 1
+    return target
+
+
+def _in_order(maps: np.ndarray, have: Sequence[int], want: Sequence[int]) -> np.ndarray:
+    """``(len(want), H, W)`` maps in the class order ``want`` (classes a fold lacks are zero)."""
+    out = np.zeros((len(want), *maps.shape[1:]), np.float32)
+    for k, cls in enumerate(want):
+        if cls in have:
+            out[k] = maps[list(have).index(cls)]
+    return out
+
+
+def fit_refiner(
+    propagator: Any,
+    pairs: Sequence[tuple[Any, Any]],
+    classes: Mapping[int, int] | None = None,
+    seconds: float = 15.0,
+    *,
+    n_pixels: int = 20000,
+    max_steps: int = 400,
+    hidden: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    use_model_maps: bool = True,
+) -> RefinerFit:
+    """Train a :class:`PixelRefiner` on the references and give it to ``propagator``.
+
+    Parameters
+    ----------
+    propagator : Propagator
+        The engine (model, scale and projection as they will be used); its references are set to
+        ``pairs`` on return and its semantic answers are refined from then on.
+    pairs : sequence of (image, labels)
+        The reference pairs.
+    classes : mapping, optional
+        Label value -> class id (default: all class 1).
+    seconds : float
+        Time budget of the MLP's training (the coarse maps are computed first, outside it).
+    n_pixels : int
+        Training pixels drawn per step from all references (each target class gets at least a tenth).
+    max_steps : int
+        Optimiser steps at most.
+    hidden : int
+        MLP width.
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seed of the pixel sampling and the MLP's initialisation.
+    use_model_maps : bool
+        As for :class:`PixelRefiner` (False: ignore the model, for ablations).
+
+    Returns
+    -------
+    RefinerFit
+    """
+    propagator.set_refiner(None)
+    pairs = sequence_of_pairs(pairs)
+    checked = [check_reference_pair(i, img, lab, propagator.channel_axis)
+               for i, (img, lab) in enumerate(pairs)]
+    pairs = [(image, labels) for image, labels, _, _ in checked]
+    class_of = propagator._class_map(classes, [labels for _, labels in pairs])
+    folds = reference_folds(pairs, propagator.channel_axis)
+    held_out = bool(folds)
+    if not folds:  # no reference with objects in both halves: each reference predicts itself
+        folds = [(pair, pair) for pair in pairs]
+    propagator.set_references(pairs, classes)
+    class_ids = [int(c) for c in propagator.semantic_classes()]
+    torch.manual_seed(seed)
+    refiner = PixelRefiner(class_ids, hidden=hidden, use_model_maps=use_model_maps)
+    features, targets = [], []
+    for reference, (image, labels) in folds:
+        propagator.set_references([reference], classes)
+        result = next(propagator.propagate([image], modes=("semantic",), keep_maps=True))
+        coarse = _in_order(result.semantic_maps, propagator.semantic_classes(), class_ids)
+        rgb = to_rgb_float(np.asarray(image), channel_axis=propagator.channel_axis)  # never the projection
+        features.append(torch.cat([f for _, f in refiner.strips(rgb, coarse)]))
+        targets.append(torch.from_numpy(_targets(np.asarray(labels), class_of, class_ids).ravel()))
+    propagator.set_references(pairs, classes)
+    x, y = torch.cat(features), torch.cat(targets)
+    refiner.shift.copy_(x.mean(0))
+    refiner.spread.copy_(x.std(0).clamp_min(1e-4))
+    generator = torch.Generator().manual_seed(seed)
+    present = [int(k) for k in torch.unique(y)]
+    pools = {k: torch.nonzero(y == k).flatten() for k in present}
+    per_class = {k: max(int(n_pixels * len(p) / len(y)), n_pixels // 10) for k, p in pools.items()}
+    optimiser = torch.optim.Adam(refiner.head.parameters(), lr=lr)
+    start, steps, loss_value = time.perf_counter(), 0, float("nan")
+    refiner.train()
+    while steps < max_steps and (steps == 0 or time.perf_counter() - start < seconds):
+        picks = torch.cat([pool[torch.randint(len(pool), (per_class[k],), generator=generator)]
+                           for k, pool in pools.items()])
+        loss = nn.functional.cross_entropy(refiner(x[picks]), y[picks])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        steps, loss_value = steps + 1, float(loss.detach())
+    refiner.eval()
+    propagator.set_refiner(refiner)
+    return RefinerFit(steps, time.perf_counter() - start, loss_value, int(len(y)), held_out)
