@@ -33,8 +33,8 @@ import platform
 import shlex
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,8 +42,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import OtsuBaseline, Prediction, RandomForestBaseline, Runner  # noqa: E402
+from model_runner import HARNESS_INSTANCE_SOURCES, ModelRunner, make_model  # noqa: E402
 
-from sine_model.components import min_areas_by_class, semantic_components  # noqa: E402
 from sine_model.metrics import foreground_iou, id_score, match_instances  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +55,6 @@ SECTION = "## One-shot evaluation"
 #: both stay in training): sparse large fluorescence nuclei, U2OS Hoechst screen images, and stained
 #: brightfield tissue. Mirrored in ``bench/eval_splits.json`` for the training code.
 DSB_HELDOUT_GROUPS = ("gray_512x640", "gray_520x696", "rgb_524x348")
-#: The model's instance answers the harness can score from one pass (``--instances``).
-HARNESS_INSTANCE_SOURCES = ("queries", "semantic", "components")
 
 
 @dataclass(frozen=True)
@@ -176,112 +174,6 @@ def crop_pair(image: np.ndarray, labels: np.ndarray, fraction: float = 0.75):
     return image[first], labels[first], image[second], labels[second]
 
 
-class ModelRunner:
-    """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
-
-    def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
-                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
-                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
-                 refine_seconds: float = 0.0, refine_with_model: bool = True) -> None:
-        from sine_model.propagate import Propagator
-
-        self.name = name
-        self.modes = tuple(modes)
-        # All instance sources from one pass: the engine makes query instances, and the semantic answer's
-        # instances are made here with the engine's own function, area floor and split rules
-        # ("components": the same without the split, to measure it).
-        sources = tuple(dict.fromkeys(instance_sources))
-        engine_source = "queries" if "queries" in sources else "semantic"
-        self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
-        self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
-            if sources != (engine_source,) else {}
-        self.refine_seconds = float(refine_seconds)
-        self.refine_fits: list = []  # sine_model.refinement.RefinerFit per reference
-        self.refine_with_model = refine_with_model
-        if self.refine_seconds > 0:  # the engine's instances come from the refined map
-            self.variants = {"[refined instances]": "instance",
-                             "[components instances]": "instance@components"}
-        self._floor: dict[int, int] = {}
-        self.base_model = model
-        self.adapt_seconds = float(adapt_seconds)
-        self.adapt_steps: list[int] = []
-        self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
-        self.calibrate = calibrate
-        self.scale = float(scale)
-        self.calibrations: list = []  # sine_model.calibration.Calibration per reference
-        self._ref_ndim = 2
-
-    def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
-        # every reference adapts a fresh copy of the base model (never the previous reference's)
-        self.propagator.model = self.base_model
-        self.propagator.clear_calibration(self.scale)  # undo the previous reference's calibration
-        if self.calibrate:  # scale and split rules chosen on the reference, before any adaptation
-            from sine_model.calibration import calibrate
-            from sine_model.propagate import PropagationError
-
-            try:
-                self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
-            except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
-                self.calibrations.append(None)  # (calibrate checks this before changing anything)
-        if self.adapt_seconds > 0:
-            from sine_model.training.adapt import adapt_propagator
-
-            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes)
-            self.adapt_steps.append(result.steps)
-        else:
-            self.propagator.set_references([(image, labels)], classes)
-        if self.refine_seconds > 0:
-            from sine_model.refinement import fit_refiner
-
-            self.refine_fits.append(fit_refiner(self.propagator, [(image, labels)], classes,
-                                                self.refine_seconds, use_model_maps=self.refine_with_model))
-        self._ref_ndim = np.ndim(image)
-        self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
-
-    def _like_reference(self, image: np.ndarray) -> np.ndarray:
-        # a gray image stored as RGB next to true gray ones: give the engine the reference's layout
-        if image.ndim == 3 and self._ref_ndim == 2:
-            return image.mean(-1).astype(image.dtype)
-        if image.ndim == 2 and self._ref_ndim == 3:
-            return np.repeat(image[..., None], 3, axis=-1)
-        return image
-
-    def predict(self, targets: Iterable[np.ndarray]) -> Iterator[Prediction]:
-        images = [self._like_reference(np.asarray(t)) for t in targets]
-        for result in self.propagator.propagate(images, modes=self.modes):
-            pred = dict(result.labels)
-            if self.variants:
-                pred["instance@queries"] = pred["instance"]  # (refined instances when refining)
-                steps = self.propagator.instance_steps()
-                pred["instance@semantic"] = semantic_components(pred["semantic"], self._floor, steps=steps)[0]
-                pred["instance@components"] = semantic_components(pred["semantic"], self._floor)[0]
-            yield pred
-
-
-def make_model(spec: str, device: str | None = None):
-    """Build the model named by ``--model``: ``none``, ``random-tiny``, a preset name or a file.
-
-    Returns
-    -------
-    tuple
-        ``(model or None, default pad)``.
-    """
-    if spec == "none":
-        return None, None
-    if spec == "random-tiny":
-        import torch
-
-        from sine_model import EncoderConfig, build_sine
-
-        torch.manual_seed(0)
-        return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
-                          num_decoder_layers=3, num_queries=10).eval(), 112
-    from sine_model.weights import from_pretrained
-
-    model = from_pretrained(spec, device)
-    return model, model.input_pad
-
-
 def _score(record: dict, truth: np.ndarray, pred: Prediction) -> dict:
     inst = match_instances(truth, pred["instance"])
     record.update(semantic_iou=foreground_iou(truth, pred["semantic"]), f1=inst.f1,
@@ -385,7 +277,10 @@ def markdown(rows: Sequence[dict], command: str, meta: dict) -> str:
                  f"{scale:g} ×{n}" for scale, n in sorted(Counter(c["scale"] for c in cals if c).items()))
                  + f", reference projection ×{sum(bool(c and c.get('projection')) for c in cals)}"
                  + f", not calibrated ×{sum(c is None for c in cals)}"
-                       for name, cals in meta.get("calibration", {}).items()),
+                       for name, cals in meta.get("calibration", {}).items())
+             + "".join(f" · {name}: refiner {f['mean_steps']:.0f} steps per reference on average, trained on "
+                       f"held-out halves ×{f['held_out']} and whole references ×{f['whole']}"
+                       for name, f in meta.get("refine", {}).items()),
              "",
              "| dataset | method | pairs | semantic IoU | instance F1@0.5 | precision | recall | ID score "
              "| s/target |", "|---|---|---|---|---|---|---|---|---|"]
@@ -521,7 +416,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 calibration={r.name: [dict(scale=c.scale, projection=c.project_inputs, f1=c.f1, folds=c.folds,
                                            steps={k: repr(v) for k, v in c.steps.items()})
                                       if c is not None else None for c in r.calibrations]
-                             for r in runners if getattr(r, "calibrations", None)})
+                             for r in runners if getattr(r, "calibrations", None)},
+                refine={r.name: dict(seconds=r.refine_seconds,
+                                     mean_steps=float(np.mean([f.steps for f in fits])),
+                                     held_out=sum(f.held_out for f in fits),
+                                     whole=sum(not f.held_out for f in fits))
+                        for r in runners if (fits := getattr(r, "refine_fits", None))})
     text = markdown(rows, command, meta)
     print("\n" + text)
     if args.out:

@@ -34,14 +34,7 @@ from .model import SINE
 from .postprocess import SEMANTIC_THRESHOLD
 from .reference_projection import ReferenceProjection, fit_reference_projection
 from .refinement import PixelRefiner
-from .stitching import (
-    TileOutput,
-    semantic_answer,
-    semantic_instances,
-    stitch_id,
-    stitch_instances,
-    stitch_semantic_maps,
-)
+from .stitching import ObjectScore, TargetResult, TileOutput, assemble_target
 from .tiling import Tile, plan_tiles
 from .transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
 
@@ -49,28 +42,6 @@ __all__ = ["Propagator", "TargetResult", "ObjectScore", "PropagationError", "MOD
 
 MODES = ("id", "instance", "semantic")
 DEFAULT_THRESHOLDS = {"id": 0.5, "instance": 0.5, "semantic": SEMANTIC_THRESHOLD}
-
-
-@dataclass(frozen=True)
-class ObjectScore:
-    """One proposed object: which target, its label value in the mode's map, its score and origin."""
-
-    target: int
-    label: int
-    mode: str
-    score: float
-    source: str
-
-
-@dataclass
-class TargetResult:
-    """Proposals for one target: a label map per mode at the target's size, and per-object scores."""
-
-    index: int
-    labels: dict[str, np.ndarray]
-    scores: list[ObjectScore]
-    shape: tuple[int, int]
-    semantic_maps: np.ndarray | None = None  # (C, H, W) model map before refinement, if asked for
 
 
 @dataclass
@@ -435,39 +406,13 @@ class Propagator:
 
     def _assemble(self, index: int, rgb: np.ndarray, tiles: list[TileOutput], modes: tuple[str, ...],
                   tokens: ReferenceTokens, keep_maps: bool = False) -> TargetResult:
-        shape = rgb.shape[:2]
-        labels: dict[str, np.ndarray] = {}
-        scores: list[ObjectScore] = []
-        sources = self._reference.id_sources if self._reference else {}
-        sem_labels = tokens.sem_labels.tolist()
-        from_map = self.instance_source == "semantic" or self.refiner is not None
-        semantic_maps = refined = None  # stitched once: the semantic answer and instances share it
-        if "semantic" in modes or (from_map and "instance" in modes) or keep_maps:
-            semantic_maps = stitch_semantic_maps(shape, tiles, sem_labels, self.thresholds["semantic"])
-            if self.refiner is not None and ("semantic" in modes or "instance" in modes):
-                refined = self.refiner.refine(rgb, semantic_maps[0])
-        for mode in modes:
-            threshold = self.thresholds[mode]
-            if mode == "id":
-                label_map, found = stitch_id(shape, tiles, threshold)
-                rows = [(obj, s, sources.get(obj, "")) for obj, s in found]
-            elif mode == "instance":
-                if refined is not None:
-                    label_map, found = refined.instances(sem_labels, self._min_area, min_score=threshold)
-                elif self.instance_source == "semantic":
-                    label_map, found = semantic_instances(semantic_maps, sem_labels, self._min_area,
-                                                          min_score=threshold, steps=self.instance_steps())
-                else:
-                    label_map, found = stitch_instances(shape, tiles, threshold)
-                rows = [(obj, s, f"class:{c}") for obj, s, c in found]
-            else:
-                maps = semantic_maps if refined is None else (refined.probs, refined.label_map)
-                label_map, found = semantic_answer(maps, sem_labels)
-                rows = [(c, s, f"class:{c}") for c, s in found]
-            labels[mode] = label_map
-            scores.extend(ObjectScore(index, int(v), mode, float(s), src) for v, s, src in rows)
-        return TargetResult(index, labels, scores, shape,
-                            semantic_maps[0] if keep_maps and semantic_maps is not None else None)
+        wanted = self.instance_source == "semantic" and "instance" in modes and self.refiner is None
+        steps = self.instance_steps() if wanted else None  # chosen on the references when first needed
+        return assemble_target(index, rgb, tiles, modes, tokens.sem_labels.tolist(), self.thresholds,
+                               instance_source=self.instance_source, min_area=self._min_area, steps=steps,
+                               refiner=self.refiner,
+                               id_sources=self._reference.id_sources if self._reference else {},
+                               keep_maps=keep_maps)
 
     # -- model calls ------------------------------------------------------------------------------
 

@@ -38,17 +38,19 @@ from .instance_split import relabel_sequential, remove_small
 from .labelmaps import smallest_label_dtype
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb_float
 
-__all__ = ["REFINER_SIGMAS", "PixelRefiner", "RefinedMaps", "RefinerFit", "fit_refiner", "inner_rim",
-           "seeded_instances"]
+__all__ = ["REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner", "RefinedMaps", "RefinerFit", "fit_refiner",
+           "inner_rim", "seeded_instances"]
 
 #: Scales (pixels) of the refiner's filter-bank features: ilastik's range, up to 16.
 REFINER_SIGMAS: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)
 #: Percentiles of each channel mapped to 0 and 1 before the filter bank (per image).
 STRETCH_PERCENTILES: tuple[float, float] = (0.5, 99.5)
-#: Rows per strip when an image's features are computed piecewise (bounds memory on large targets).
-STRIP_ROWS = 512
-#: Rows of context added above and below each strip (3 σ of the largest scale; a multiple of 16).
-STRIP_MARGIN = 48
+#: Pixels per strip when an image's features are computed piecewise (bounds memory on large targets:
+#: about 256 MB of features per strip).
+STRIP_PIXELS = 1 << 20
+#: Rows of context added above and below each strip (a multiple of 16; from 96 on, strips give the
+#: whole image's features to float precision: the largest scale is smoothed twice).
+STRIP_MARGIN = 96
 
 
 def inner_rim(labels: np.ndarray, fraction: float = 1 / 8) -> np.ndarray:
@@ -192,8 +194,9 @@ class PixelRefiner(nn.Module):
                              f"the image's {rgb.shape[:2]}")
         # strips start at multiples of 16 rows, so the filter bank's pyramid levels (down to 1/16) see
         # the same pixel blocks as on the whole image
-        for top in range(0, height, STRIP_ROWS):
-            rows = slice(top, min(height, top + STRIP_ROWS))
+        strip_rows = max(16, STRIP_PIXELS // max(1, rgb.shape[1]) // 16 * 16)
+        for top in range(0, height, strip_rows):
+            rows = slice(top, min(height, top + strip_rows))
             lo, hi = max(0, top - STRIP_MARGIN), min(height, rows.stop + STRIP_MARGIN)
             bank = self._bank(rgb[lo:hi])[:, rows.start - lo: rows.stop - lo]
             if self.use_model_maps:

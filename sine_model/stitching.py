@@ -7,12 +7,15 @@
   are dropped; survivors get fresh ids 1..n by descending score.
 * Semantic: each tile writes its core of the (unnormalised) class map; the map is thresholded last.
   Instances may instead be the components of that class map (:func:`semantic_instances`).
+* :func:`assemble_target` turns one target's tile outputs into its :class:`TargetResult`, through the
+  full-resolution refiner (:mod:`sine_model.refinement`) when one is fitted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +28,33 @@ from .postprocess import Detections, id_inference, instance_inference, semantic_
 from .tiling import Tile
 from .transforms import Geometry
 
-__all__ = ["TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "stitch_semantic_maps",
+__all__ = ["ObjectScore", "TargetResult", "assemble_target",
+           "TileOutput", "stitch_id", "stitch_instances", "stitch_semantic", "stitch_semantic_maps",
            "semantic_answer", "semantic_instances", "MIN_VISIBLE_FRACTION"]
 
 MIN_VISIBLE_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class ObjectScore:
+    """One proposed object: which target, its label value in the mode's map, its score and origin."""
+
+    target: int
+    label: int
+    mode: str
+    score: float
+    source: str
+
+
+@dataclass
+class TargetResult:
+    """Proposals for one target: a label map per mode at the target's size, and per-object scores."""
+
+    index: int
+    labels: dict[str, np.ndarray]
+    scores: list[ObjectScore]
+    shape: tuple[int, int]
+    semantic_maps: np.ndarray | None = None  # (C, H, W) model map before refinement, if asked for
 
 
 @dataclass
@@ -164,3 +190,49 @@ def stitch_semantic(shape: tuple[int, int], tiles: list[TileOutput], sem_labels:
                     threshold: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
     """Semantic class map and (class, mean map value inside the class) rows."""
     return semantic_answer(stitch_semantic_maps(shape, tiles, sem_labels, threshold), sem_labels)
+
+
+def assemble_target(index: int, rgb: np.ndarray, tiles: list[TileOutput], modes: tuple[str, ...],
+                    sem_labels: list[int], thresholds: Mapping[str, float], *, instance_source: str,
+                    min_area: Mapping[int, int], steps: Mapping[int, InstanceStep] | None = None,
+                    refiner: Any = None, id_sources: Mapping[int, str] | None = None,
+                    keep_maps: bool = False) -> TargetResult:
+    """One target's :class:`TargetResult` from its tiles' outputs (the last step of the engine).
+
+    The semantic map is stitched once and shared by the semantic answer and instances made from it
+    (``instance_source="semantic"``); a fitted ``refiner`` (:class:`~sine_model.refinement.PixelRefiner`)
+    decides both again at full resolution from it and ``rgb`` (the target, ``(H, W, 3)`` float).
+    ``keep_maps`` keeps the stitched map, before refinement, on the result.
+    """
+    shape = rgb.shape[:2]
+    labels: dict[str, np.ndarray] = {}
+    scores: list[ObjectScore] = []
+    sources = id_sources or {}
+    from_map = instance_source == "semantic" or refiner is not None
+    semantic_maps = refined = None
+    if "semantic" in modes or (from_map and "instance" in modes) or keep_maps:
+        semantic_maps = stitch_semantic_maps(shape, tiles, sem_labels, thresholds["semantic"])
+        if refiner is not None and ("semantic" in modes or "instance" in modes):
+            refined = refiner.refine(rgb, semantic_maps[0])
+    for mode in modes:
+        threshold = thresholds[mode]
+        if mode == "id":
+            label_map, found = stitch_id(shape, tiles, threshold)
+            rows = [(obj, s, sources.get(obj, "")) for obj, s in found]
+        elif mode == "instance":
+            if refined is not None:
+                label_map, found = refined.instances(sem_labels, min_area, min_score=threshold)
+            elif instance_source == "semantic":
+                label_map, found = semantic_instances(semantic_maps, sem_labels, min_area,
+                                                      min_score=threshold, steps=steps)
+            else:
+                label_map, found = stitch_instances(shape, tiles, threshold)
+            rows = [(obj, s, f"class:{c}") for obj, s, c in found]
+        else:
+            maps = semantic_maps if refined is None else (refined.probs, refined.label_map)
+            label_map, found = semantic_answer(maps, sem_labels)
+            rows = [(c, s, f"class:{c}") for c, s in found]
+        labels[mode] = label_map
+        scores.extend(ObjectScore(index, int(v), mode, float(s), src) for v, s, src in rows)
+    return TargetResult(index, labels, scores, shape,
+                        semantic_maps[0] if keep_maps and semantic_maps is not None else None)

@@ -319,11 +319,11 @@ def test_instances_from_the_semantic_answer(model, monkeypatch):
     assert floor == {1: 60} and expected.max() > 0  # a tenth of the median of 400 and 800 px
     np.testing.assert_array_equal(result.labels["instance"], expected)
     assert [s.label for s in result.scores if s.mode == "instance"] == [i for i, _, _ in rows]
-    import sine_model.propagate as propagate_module
+    import sine_model.stitching as stitching_module
 
     stitched = []
-    original = propagate_module.stitch_semantic_maps
-    monkeypatch.setattr(propagate_module, "stitch_semantic_maps",
+    original = stitching_module.stitch_semantic_maps
+    monkeypatch.setattr(stitching_module, "stitch_semantic_maps",
                         lambda *a: (stitched.append(1), original(*a))[1])
     again = next(semantic.propagate(target, modes=("instance", "semantic")))
     assert stitched == [1]  # one stitched map serves both answers

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import build_tiny
 
+from sine_model import refinement
 from sine_model.inputs import PropagationError
 from sine_model.metrics import foreground_iou, match_instances
 from sine_model.propagate import Propagator
 from sine_model.refinement import (
-    STRIP_ROWS,
     PixelRefiner,
     RefinedMaps,
     fit_refiner,
@@ -72,15 +72,20 @@ def test_refined_maps_instances_are_scored_and_filtered():
     assert len(kept) == 1
 
 
-def test_strips_cover_the_image_and_check_the_maps():
+def test_strips_cover_the_image_and_check_the_maps(monkeypatch):
     refiner = PixelRefiner([1, 2])
-    height = STRIP_ROWS + 40
-    rgb = np.random.default_rng(0).random((height, 30, 3)).astype(np.float32)
-    coarse = np.zeros((2, height, 30), np.float32)
+    width = 40
+    monkeypatch.setattr(refinement, "STRIP_PIXELS", 64 * width)  # strips of 64 rows
+    rgb = np.random.default_rng(0).random((100, width, 3)).astype(np.float32)
+    coarse = np.zeros((2, 100, width), np.float32)
     coarse[1] = 5.0
     strips = list(refiner.strips(rgb, coarse))
-    assert [r for r, _ in strips] == [slice(0, STRIP_ROWS), slice(STRIP_ROWS, height)]
-    assert sum(len(f) for _, f in strips) == height * 30
+    assert [r for r, _ in strips] == [slice(0, 64), slice(64, 100)]
+    assert sum(len(f) for _, f in strips) == 100 * width
+    monkeypatch.setattr(refinement, "STRIP_PIXELS", 1 << 30)
+    whole = list(refiner.strips(rgb, coarse))
+    assert len(whole) == 1  # the strips' features are the whole image's (enough context rows)
+    torch.testing.assert_close(torch.cat([f for _, f in strips]), whole[0][1], atol=1e-4, rtol=1e-4)
     assert all(f.shape[1] == refiner.num_inputs for _, f in strips)
     assert torch.all(strips[0][1][:, -1] == 5.0)  # the coarse maps are the last inputs
     with pytest.raises(ValueError, match="coarse maps"):

@@ -1,0 +1,126 @@
+"""The SINE model behind the harness's runner interface (``bench/evaluate.py``, :class:`baselines.Runner`).
+
+Every reference gets a fresh copy of the base model; calibration, adaptation and the full-resolution
+refiner run on the reference only, in that order, as in ``napari-sine propagate``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from baselines import Prediction
+
+from sine_model.components import min_areas_by_class, semantic_components
+
+__all__ = ["HARNESS_INSTANCE_SOURCES", "ModelRunner", "make_model"]
+
+#: The model's instance answers the harness can score from one pass (``--instances``).
+HARNESS_INSTANCE_SOURCES = ("queries", "semantic", "components")
+
+
+class ModelRunner:
+    """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
+
+    def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
+                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
+                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
+                 refine_seconds: float = 0.0, refine_with_model: bool = True) -> None:
+        from sine_model.propagate import Propagator
+
+        self.name = name
+        self.modes = tuple(modes)
+        # All instance sources from one pass: the engine makes query instances, and the semantic answer's
+        # instances are made here with the engine's own function, area floor and split rules
+        # ("components": the same without the split, to measure it).
+        sources = tuple(dict.fromkeys(instance_sources))
+        engine_source = "queries" if "queries" in sources else "semantic"
+        self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
+        self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
+            if sources != (engine_source,) else {}
+        self.refine_seconds = float(refine_seconds)
+        self.refine_fits: list = []  # sine_model.refinement.RefinerFit per reference
+        self.refine_with_model = refine_with_model
+        if self.refine_seconds > 0:  # the engine's instances come from the refined map
+            self.variants = {"[refined instances]": "instance",
+                             "[components instances]": "instance@components"}
+        self._floor: dict[int, int] = {}
+        self.base_model = model
+        self.adapt_seconds = float(adapt_seconds)
+        self.adapt_steps: list[int] = []
+        self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
+        self.calibrate = calibrate
+        self.scale = float(scale)
+        self.calibrations: list = []  # sine_model.calibration.Calibration per reference
+        self._ref_ndim = 2
+
+    def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
+        # every reference adapts a fresh copy of the base model (never the previous reference's)
+        self.propagator.model = self.base_model
+        self.propagator.clear_calibration(self.scale)  # undo the previous reference's calibration
+        if self.calibrate:  # scale and split rules chosen on the reference, before any adaptation
+            from sine_model.calibration import calibrate
+            from sine_model.propagate import PropagationError
+
+            try:
+                self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
+            except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
+                self.calibrations.append(None)  # (calibrate checks this before changing anything)
+        if self.adapt_seconds > 0:
+            from sine_model.training.adapt import adapt_propagator
+
+            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes)
+            self.adapt_steps.append(result.steps)
+        else:
+            self.propagator.set_references([(image, labels)], classes)
+        if self.refine_seconds > 0:
+            from sine_model.refinement import fit_refiner
+
+            self.refine_fits.append(fit_refiner(self.propagator, [(image, labels)], classes,
+                                                self.refine_seconds, use_model_maps=self.refine_with_model))
+        self._ref_ndim = np.ndim(image)
+        self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
+
+    def _like_reference(self, image: np.ndarray) -> np.ndarray:
+        # a gray image stored as RGB next to true gray ones: give the engine the reference's layout
+        if image.ndim == 3 and self._ref_ndim == 2:
+            return image.mean(-1).astype(image.dtype)
+        if image.ndim == 2 and self._ref_ndim == 3:
+            return np.repeat(image[..., None], 3, axis=-1)
+        return image
+
+    def predict(self, targets: Iterable[np.ndarray]) -> Iterator[Prediction]:
+        images = [self._like_reference(np.asarray(t)) for t in targets]
+        for result in self.propagator.propagate(images, modes=self.modes):
+            pred = dict(result.labels)
+            if self.variants:
+                pred["instance@queries"] = pred["instance"]  # (refined instances when refining)
+                steps = self.propagator.instance_steps()
+                pred["instance@semantic"] = semantic_components(pred["semantic"], self._floor, steps=steps)[0]
+                pred["instance@components"] = semantic_components(pred["semantic"], self._floor)[0]
+            yield pred
+
+
+def make_model(spec: str, device: str | None = None):
+    """Build the model named by ``--model``: ``none``, ``random-tiny``, a preset name or a file.
+
+    Returns
+    -------
+    tuple
+        ``(model or None, default pad)``.
+    """
+    if spec == "none":
+        return None, None
+    if spec == "random-tiny":
+        import torch
+
+        from sine_model import EncoderConfig, build_sine
+
+        torch.manual_seed(0)
+        return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
+                          num_decoder_layers=3, num_queries=10).eval(), 112
+    from sine_model.weights import from_pretrained
+
+    model = from_pretrained(spec, device)
+    return model, model.input_pad
