@@ -15,7 +15,8 @@ touching objects come apart.
 there is the model's answer on each reference half predicted from the other half
 (:func:`~sine_model.calibration.reference_folds`), or on the whole reference from itself when no
 reference has objects in both halves: a held-out answer teaches the MLP how far the model's map can be
-trusted on images it has not seen. Nothing is tuned on targets.
+trusted on images it has not seen (after test-time adaptation the model has seen both halves, so the
+answers are optimistic). Nothing is tuned on targets.
 """
 
 from __future__ import annotations
