@@ -254,6 +254,21 @@ def _targets(labels: np.ndarray, class_of: Mapping[int, int], class_ids: Sequenc
     return target
 
 
+def _sample(target: Tensor, limit: int, generator: torch.Generator) -> Tensor:
+    """Indices of at most ``limit`` pixels, an equal share per class (classes with fewer keep all)."""
+    if len(target) <= limit:
+        return torch.arange(len(target))
+    classes, counts = torch.unique(target, return_counts=True)
+    picks: list[Tensor] = []
+    for n, k in enumerate(classes[counts.argsort()].tolist()):  # smallest first: leftovers go to larger
+        pool = torch.nonzero(target == k).flatten()
+        quota = (limit - sum(len(p) for p in picks)) // (len(classes) - n)
+        if len(pool) > quota:
+            pool = pool[torch.randperm(len(pool), generator=generator)[:quota]]
+        picks.append(pool)
+    return torch.cat(picks)
+
+
 def _in_order(maps: np.ndarray, have: Sequence[int], want: Sequence[int]) -> np.ndarray:
     """``(len(want), H, W)`` maps in the class order ``want`` (classes a fold lacks are zero)."""
     out = np.zeros((len(want), *maps.shape[1:]), np.float32)
@@ -270,6 +285,7 @@ def fit_refiner(
     seconds: float = 15.0,
     *,
     n_pixels: int = 20000,
+    max_pixels: int = 500_000,
     max_steps: int = 400,
     hidden: int = 32,
     lr: float = 3e-3,
@@ -291,6 +307,9 @@ def fit_refiner(
         Time budget of the MLP's training (the coarse maps are computed first, outside it).
     n_pixels : int
         Training pixels drawn per step from all references (each target class gets at least a tenth).
+    max_pixels : int
+        Pixels kept per reference (fold) for training, drawn class-balanced from larger ones (bounds
+        memory: about 130 MB of features each).
     max_steps : int
         Optimiser steps at most.
     hidden : int
@@ -321,18 +340,23 @@ def fit_refiner(
     torch.manual_seed(seed)
     refiner = PixelRefiner(class_ids, hidden=hidden, use_model_maps=use_model_maps)
     features, targets = [], []
+    generator = torch.Generator().manual_seed(seed)
     for reference, (image, labels) in folds:
         propagator.set_references([reference], classes)
         result = next(propagator.propagate([image], modes=("semantic",), keep_maps=True))
         coarse = _in_order(result.semantic_maps, propagator.semantic_classes(), class_ids)
         rgb = to_rgb_float(np.asarray(image), channel_axis=propagator.channel_axis)  # never the projection
-        features.append(torch.cat([f for _, f in refiner.strips(rgb, coarse)]))
-        targets.append(torch.from_numpy(_targets(np.asarray(labels), class_of, class_ids).ravel()))
+        target = torch.from_numpy(_targets(np.asarray(labels), class_of, class_ids))
+        share = max_pixels / labels.size  # large references: keep a class-balanced sample of each strip
+        for rows, strip in refiner.strips(rgb, coarse):
+            strip_target = target[rows].flatten()
+            keep = _sample(strip_target, max(1, int(share * len(strip_target))), generator)
+            features.append(strip[keep])
+            targets.append(strip_target[keep])
     propagator.set_references(pairs, classes)
     x, y = torch.cat(features), torch.cat(targets)
     refiner.shift.copy_(x.mean(0))
     refiner.spread.copy_(x.std(0).clamp_min(1e-4))
-    generator = torch.Generator().manual_seed(seed)
     present = [int(k) for k in torch.unique(y)]
     pools = {k: torch.nonzero(y == k).flatten() for k in present}
     per_class = {k: max(int(n_pixels * len(p) / len(y)), n_pixels // 10) for k, p in pools.items()}

@@ -126,6 +126,18 @@ def test_engine_hooks_keep_maps_and_drop_a_stale_refiner():
     assert propagator.refiner is None
 
 
+def test_large_references_are_sampled_class_balanced():
+    propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
+    reference = disk_scene(4)
+    fit = fit_refiner(propagator, [reference], seconds=5, max_steps=2, max_pixels=2000)
+    # two folds (halves of 4608 pixels), each kept to at most 2000 pixels (strip by strip: rounding down)
+    assert 3900 <= fit.pixels <= 4000
+    target = torch.tensor([0] * 900 + [1] * 50 + [2] * 50)
+    keep = refinement._sample(target, 300, torch.Generator().manual_seed(0))
+    assert len(keep) == 300 and len(set(keep.tolist())) == 300
+    assert (target[keep] == 1).sum() == 50 and (target[keep] == 2).sum() == 50  # rare classes kept whole
+
+
 def test_fit_refiner_without_halves_uses_the_whole_reference():
     propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
     image, labels = disk_scene(3)
