@@ -74,21 +74,13 @@ class OptionsPanel(QGroupBox):
         self.adapt.setToolTip("before propagating, fine-tune the neck and decoder of a copy of the model "
                               "on your references (the encoder stays frozen; the model on disk is not "
                               "changed). Cancel takes effect once the adaptation is over")
-        self.adapt_seconds = QDoubleSpinBox()
-        self.adapt_seconds.setRange(1.0, 600.0)
-        self.adapt_seconds.setDecimals(0)
-        self.adapt_seconds.setSuffix(" s")
-        self.adapt_seconds.setToolTip("time budget of the adaptation")
+        self.adapt_seconds = _seconds_box("time budget of the adaptation")
         self.refine = QCheckBox("refine at full resolution")
         self.refine.setToolTip("before propagating, train a small pixel classifier on your references that "
                                "decides every pixel again from the model's maps and image features (edges, "
                                "texture) and marks object borders, so thin gaps and touching objects come "
                                "apart")
-        self.refine_seconds = QDoubleSpinBox()
-        self.refine_seconds.setRange(1.0, 600.0)
-        self.refine_seconds.setDecimals(0)
-        self.refine_seconds.setSuffix(" s")
-        self.refine_seconds.setToolTip("time budget of the refiner's training")
+        self.refine_seconds = _seconds_box("time budget of the refiner's training")
         modes_row = QHBoxLayout()
         for box in self.modes.values():
             modes_row.addWidget(box)
@@ -103,14 +95,11 @@ class OptionsPanel(QGroupBox):
         form.addRow("scale", self.scale)
         form.addRow(self.memory)
         form.addRow(self.calibrate)
-        adapt_row = QHBoxLayout()
-        adapt_row.addWidget(self.adapt)
-        adapt_row.addWidget(self.adapt_seconds)
-        form.addRow(adapt_row)
-        refine_row = QHBoxLayout()
-        refine_row.addWidget(self.refine)
-        refine_row.addWidget(self.refine_seconds)
-        form.addRow(refine_row)
+        for box, seconds in ((self.adapt, self.adapt_seconds), (self.refine, self.refine_seconds)):
+            row = QHBoxLayout()
+            row.addWidget(box)
+            row.addWidget(seconds)
+            form.addRow(row)
         self._choices: list[ModelChoice] = []
         self.refresh_models()
         for box in self.modes.values():
@@ -121,12 +110,10 @@ class OptionsPanel(QGroupBox):
         self.scale.valueChanged.connect(on_change)
         self.memory.toggled.connect(on_change)
         self.calibrate.toggled.connect(on_change)
-        self.adapt.toggled.connect(on_change)
-        self.adapt.toggled.connect(self.adapt_seconds.setEnabled)
-        self.adapt_seconds.valueChanged.connect(on_change)
-        self.refine.toggled.connect(on_change)
-        self.refine.toggled.connect(self.refine_seconds.setEnabled)
-        self.refine_seconds.valueChanged.connect(on_change)
+        for box, seconds in ((self.adapt, self.adapt_seconds), (self.refine, self.refine_seconds)):
+            box.toggled.connect(on_change)
+            box.toggled.connect(seconds.setEnabled)
+            seconds.valueChanged.connect(on_change)
 
     # -- models -------------------------------------------------------------------------------------
 
@@ -215,3 +202,13 @@ class OptionsPanel(QGroupBox):
         settings.adapt_seconds = float(self.adapt_seconds.value())
         settings.refine = self.refine.isChecked()
         settings.refine_seconds = float(self.refine_seconds.value())
+
+
+def _seconds_box(tooltip: str) -> QDoubleSpinBox:
+    """A time budget in whole seconds, 1 to 600."""
+    box = QDoubleSpinBox()
+    box.setRange(1.0, 600.0)
+    box.setDecimals(0)
+    box.setSuffix(" s")
+    box.setToolTip(tooltip)
+    return box

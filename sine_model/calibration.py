@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .components import labels_of_class, min_areas_by_class
-from .inputs import PropagationError, check_reference_pair, sequence_of_pairs
+from .inputs import PropagationError, check_reference_pairs
 from .instance_split import InstanceStep, candidate_steps
 from .metrics import foreground_iou, match_instances
 
@@ -137,9 +137,7 @@ def calibrate(
     PropagationError
         No reference has objects in both halves (nothing to cross-validate on), or bad scales.
     """
-    pairs = sequence_of_pairs(pairs)
-    checked = [check_reference_pair(i, img, lab, propagator.channel_axis)
-               for i, (img, lab) in enumerate(pairs)]
+    checked = check_reference_pairs(pairs, propagator.channel_axis)
     scales = sorted({float(s) for s in scales}, key=lambda s: (abs(math.log(s)) if s > 0 else -1, s))
     if not scales or scales[0] <= 0:
         raise PropagationError(f"calibration scales must be positive, got {scales}")

@@ -111,7 +111,8 @@ def semantic_components(
         Instances scoring below this are dropped (the instance score threshold).
     steps : mapping, optional
         Class id -> :class:`~sine_model.instance_split.InstanceStep` that splits the class's foreground
-        (e.g. from :func:`instance_steps_by_class`); classes without one use 4-connected components.
+        (e.g. from :func:`instance_steps_by_class`), or any rule with that ``apply(mask)`` method; classes
+        without one use 4-connected components.
 
     Returns
     -------

@@ -17,6 +17,7 @@ __all__ = [
     "PropagationError",
     "image_layout",
     "check_reference_pair",
+    "check_reference_pairs",
     "count_targets",
     "iter_targets",
     "check_target_layout",
@@ -93,6 +94,19 @@ def check_reference_pair(
         raise PropagationError(f"{what}: the image contains NaN or inf values; replace them first "
                                "(e.g. numpy.nan_to_num)")
     return image_array, label_array.astype(np.int64), spatial, channels
+
+
+def check_reference_pairs(
+    pairs: Any, channel_axis: int | None
+) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int], int]]:
+    """Validate all reference pairs (:func:`check_reference_pair`) and that their channels agree."""
+    checked = [check_reference_pair(i, img, lab, channel_axis)
+               for i, (img, lab) in enumerate(sequence_of_pairs(pairs))]
+    channels = {c for *_, c in checked}
+    if len(channels) > 1:
+        raise PropagationError(f"reference images have different channel counts {sorted(channels)}: "
+                               "use references with the same channels")
+    return checked
 
 
 def _is_stream(targets: Any) -> bool:

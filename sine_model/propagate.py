@@ -23,10 +23,9 @@ from .device import select_device, select_precision
 from .feature_cache import FeatureCache, content_key
 from .inputs import (
     PropagationError,
-    check_reference_pair,
+    check_reference_pairs,
     count_targets,
     iter_targets,
-    sequence_of_pairs,
     validate_targets,
 )
 from .memory import TimelapseMemory
@@ -171,12 +170,7 @@ class Propagator:
         classes : mapping, optional
             Label value → class id (positive). Default: all objects are class 1.
         """
-        pairs = sequence_of_pairs(pairs)
-        checked = [check_reference_pair(i, img, lab, self.channel_axis) for i, (img, lab) in enumerate(pairs)]
-        channels = {c for *_, c in checked}
-        if len(channels) > 1:
-            raise PropagationError(f"reference images have different channel counts {sorted(channels)}: "
-                                   "use references with the same channels")
+        checked = check_reference_pairs(pairs, self.channel_axis)
         class_of = self._class_map(classes, [labels for _, labels, _, _ in checked])
         rgbs = [to_rgb_float(image, channel_axis=self.channel_axis) for image, _, _, _ in checked]
         self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
@@ -210,7 +204,7 @@ class Propagator:
         self.refiner = None  # fitted on other references (fit_refiner sets it after the references)
         self._ref_labels, self._instance_steps = (label_images, class_of), None
         self._ref_ndim = checked[0][0].ndim
-        self._ref_channels = channels.pop()
+        self._ref_channels = checked[0][3]  # (all the same: checked)
 
     @staticmethod
     def _class_map(classes: Mapping[int, int] | None, label_images: list[np.ndarray]) -> dict[int, int]:

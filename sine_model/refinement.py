@@ -33,10 +33,10 @@ from skimage.segmentation import find_boundaries, watershed
 from torch import Tensor, nn
 
 from .calibration import reference_folds
+from .components import semantic_components
 from .filter_bank import FilterBank
-from .inputs import check_reference_pair, sequence_of_pairs
+from .inputs import check_reference_pairs
 from .instance_split import relabel_sequential, remove_small
-from .labelmaps import smallest_label_dtype
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb_float
 
 __all__ = ["REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner", "RefinedMaps", "RefinerFit", "fit_refiner",
@@ -106,25 +106,22 @@ class RefinedMaps:
         Rows are (id, mean class probability inside, class); pieces under the class's ``min_area`` or
         scoring under ``min_score`` are dropped.
         """
-        found = []
-        for channel, cls in enumerate(class_ids):
-            region = self.label_map == cls
-            if not region.any():
-                continue
-            parts = seeded_instances(region, self.seeds, self.probs[channel], int(min_area.get(cls, 1)))
-            flat, scores = parts.ravel(), self.probs[channel].ravel()
-            sums = np.bincount(flat, weights=scores)
-            counts = np.bincount(flat)
-            for part in range(1, len(counts)):
-                if counts[part] and sums[part] / counts[part] >= min_score:
-                    found.append((sums[part] / counts[part], cls, len(found), np.flatnonzero(flat == part)))
-        found.sort(key=lambda f: (-f[0], f[1], f[2]))
-        instances = np.zeros(self.label_map.size, dtype=smallest_label_dtype(len(found)))
-        rows = []
-        for new_id, (score, cls, _, pixels) in enumerate(found, start=1):
-            instances[pixels] = new_id
-            rows.append((new_id, float(score), int(cls)))
-        return instances.reshape(self.label_map.shape), rows
+        scores = {int(cls): self.probs[channel] for channel, cls in enumerate(class_ids)}
+        steps = {cls: _SeededSplit(self.seeds, score, int(min_area.get(cls, 1)))
+                 for cls, score in scores.items()}
+        return semantic_components(self.label_map, min_area, scores, min_score, steps)
+
+
+@dataclass(frozen=True)
+class _SeededSplit:
+    """A split rule for :func:`~sine_model.components.semantic_components`: :func:`seeded_instances`."""
+
+    seeds: np.ndarray
+    height: np.ndarray
+    min_size: int
+
+    def apply(self, mask: np.ndarray) -> np.ndarray:
+        return seeded_instances(mask, self.seeds, self.height, self.min_size)
 
 
 class PixelRefiner(nn.Module):
@@ -326,17 +323,13 @@ def fit_refiner(
     RefinerFit
     """
     propagator.set_refiner(None)
-    pairs = sequence_of_pairs(pairs)
-    checked = [check_reference_pair(i, img, lab, propagator.channel_axis)
-               for i, (img, lab) in enumerate(pairs)]
-    pairs = [(image, labels) for image, labels, _, _ in checked]
+    pairs = [(image, labels) for image, labels, _, _ in check_reference_pairs(pairs, propagator.channel_axis)]
     class_of = propagator._class_map(classes, [labels for _, labels in pairs])
+    class_ids = sorted(set(class_of.values()))  # the semantic channels' order (sorted class ids)
     folds = reference_folds(pairs, propagator.channel_axis)
     held_out = bool(folds)
     if not folds:  # no reference with objects in both halves: each reference predicts itself
         folds = [(pair, pair) for pair in pairs]
-    propagator.set_references(pairs, classes)
-    class_ids = [int(c) for c in propagator.semantic_classes()]
     torch.manual_seed(seed)
     refiner = PixelRefiner(class_ids, hidden=hidden, use_model_maps=use_model_maps)
     features, targets = [], []
