@@ -67,18 +67,18 @@ class ModelRunner:
                 self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
             except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
                 self.calibrations.append(None)  # (calibrate checks this before changing anything)
-        pairs = [(image, labels)]
-        self.propagator.set_references(pairs, classes)
-        if self.refine_seconds > 0:  # before adapting, which keeps it: held-out answers of the model
-            from sine_model.refinement import fit_refiner
-
-            self.refine_fits.append(fit_refiner(self.propagator, pairs, classes, self.refine_seconds,
-                                                use_model_maps=self.refine_with_model))
         if self.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
 
-            result = adapt_propagator(self.propagator, pairs, self.adapt_seconds, classes=classes)
+            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes)
             self.adapt_steps.append(result.steps)
+        else:
+            self.propagator.set_references([(image, labels)], classes)
+        if self.refine_seconds > 0:
+            from sine_model.refinement import fit_refiner
+
+            self.refine_fits.append(fit_refiner(self.propagator, [(image, labels)], classes,
+                                                self.refine_seconds, use_model_maps=self.refine_with_model))
         self._ref_ndim = np.ndim(image)
         self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
 

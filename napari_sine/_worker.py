@@ -78,7 +78,7 @@ class RunRequest:
         (:func:`sine_model.calibration.calibrate`; the chosen scale replaces ``scale``).
     refine_seconds : float
         Training budget of the full-resolution refiner (0 = none), fitted on the references after any
-        calibration and before any adaptation, which keeps it (:func:`sine_model.refinement.fit_refiner`).
+        adaptation (:func:`sine_model.refinement.fit_refiner`).
     """
 
     preset: str
@@ -218,14 +218,6 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
             calibration = {"scale": chosen.scale, "projection": chosen.project_inputs,
                            "f1": round(chosen.f1, 4), "folds": chosen.folds,
                            "rules": {str(c): s.describe() for c, s in sorted(chosen.steps.items())}}
-        refinement = None
-        if request.refine_seconds > 0:  # before adapting (which keeps it): held-out answers of the model
-            from sine_model.refinement import fit_refiner
-
-            yield Status(f"fitting the full-resolution refiner (at most {request.refine_seconds:g} s)")
-            fit = fit_refiner(propagator, list(request.pairs), classes, request.refine_seconds)
-            refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
-                          "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
         adaptation = None
         if request.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
@@ -234,6 +226,14 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
             result = adapt_propagator(propagator, list(request.pairs), request.adapt_seconds, classes=classes)
             adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
                           "final_loss": round(result.losses[-1], 6) if result.losses else None}
+        refinement = None
+        if request.refine_seconds > 0:
+            from sine_model.refinement import fit_refiner
+
+            yield Status(f"fitting the full-resolution refiner (at most {request.refine_seconds:g} s)")
+            fit = fit_refiner(propagator, list(request.pairs), classes, request.refine_seconds)
+            refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
+                          "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
         total = propagator.validate_targets(list(request.targets), None, check_values=False)
         yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation, calibration,
                       refinement)

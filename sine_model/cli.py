@@ -285,12 +285,12 @@ def _propagate_command(args: argparse.Namespace) -> int:
     propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
     if args.calibrate:
         report_calibration(propagator, pairs, args.classes)
-    if args.refine:  # before adapting (which keeps it): it learns from held-out answers of the model
-        report_refinement(propagator, pairs, args.classes, args.refine)
     if args.adapt:
         from sine_model.training.adapt import adapt_propagator
 
         adapt_propagator(propagator, pairs, args.adapt, classes=args.classes)
+    if args.refine:
+        report_refinement(propagator, pairs, args.classes, args.refine)
     items = targets if isinstance(targets, list) else [targets]
     has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
     n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)

@@ -50,14 +50,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
     if args.calibrate:
         cli.report_calibration(propagator, pairs, None)
-    propagator.set_references(pairs)
-    if args.refine:  # before adapting (which keeps it): it learns from held-out answers of the model
-        cli.report_refinement(propagator, pairs, None, args.refine)
     if args.adapt:
         from sine_model.training.adapt import adapt_propagator
 
         result = adapt_propagator(propagator, pairs, args.adapt)
         print(f"adapted neck + decoder: {result.steps} steps in {result.seconds:.1f} s")
+    else:
+        propagator.set_references(pairs)
+    if args.refine:
+        cli.report_refinement(propagator, pairs, None, args.refine)
     writer = io.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
     header = (f"{'target':<10} {'truth':>5} {'instances':>9} {'F1@0.5':>7} {'ID objs':>7} "
               f"{'semantic IoU':>12} {'seconds':>7}")

@@ -15,14 +15,12 @@ touching objects come apart.
 there is the model's answer on each reference half predicted from the other half
 (:func:`~sine_model.calibration.reference_folds`), or on the whole reference from itself when no
 reference has objects in both halves: a held-out answer teaches the MLP how far the model's map can be
-trusted on images it has not seen. So the refiner is fitted before test-time adaptation (an adapted
-model has trained on both halves: its answers there are optimistic), and adaptation keeps it when the
-references are the same (:func:`reference_digest`). Nothing is tuned on targets.
+trusted on images it has not seen (after test-time adaptation the model has seen both halves, so the
+answers are optimistic). Nothing is tuned on targets.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from .instance_split import relabel_sequential, remove_small
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb_float
 
 __all__ = ["REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner", "RefinedMaps", "RefinerFit", "fit_refiner",
-           "inner_rim", "reference_digest", "seeded_instances"]
+           "inner_rim", "seeded_instances"]
 
 #: Scales (pixels) of the refiner's filter-bank features: ilastik's range, up to 16.
 REFINER_SIGMAS: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)
@@ -80,21 +78,6 @@ def seeded_instances(mask: np.ndarray, seeds: np.ndarray, height: np.ndarray, mi
     unseeded = ~seeded[components] & mask
     markers[unseeded] = components[unseeded] + n
     return relabel_sequential(remove_small(watershed(-height, markers, mask=mask), min_size))
-
-
-def reference_digest(pairs: Sequence[tuple[Any, Any]], classes: Mapping[int, int] | None = None) -> str:
-    """SHA-1 of reference pairs (pixels, labels, shapes, dtypes) and their class mapping.
-
-    A refiner remembers the digest of the references it was fitted on, so that code which sets the
-    same references again (test-time adaptation does) can keep it, and only then.
-    """
-    digest = hashlib.sha1()
-    for image, labels in pairs:
-        for array in (np.asarray(image), np.asarray(labels)):
-            digest.update(f"{array.shape}{array.dtype.str}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(repr(sorted((int(k), int(v)) for k, v in (classes or {}).items())).encode())
-    return digest.hexdigest()
 
 
 @dataclass
@@ -167,7 +150,6 @@ class PixelRefiner(nn.Module):
         self.use_model_maps = bool(use_model_maps)
         n_in = self.bank.num_features + (len(self.class_ids) if use_model_maps else 0)
         self.num_outputs = len(self.class_ids) + 2  # background, the classes, border
-        self.reference_digest = ""  # of the references it was fitted on (fit_refiner sets it)
         self.register_buffer("shift", torch.zeros(n_in))
         self.register_buffer("spread", torch.ones(n_in))
         self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
@@ -313,10 +295,7 @@ def fit_refiner(
     ----------
     propagator : Propagator
         The engine (model, scale and projection as they will be used); its references are set to
-        ``pairs`` on return and its semantic answers are refined from then on. Fit the refiner before
-        test-time adaptation, which keeps it (:func:`~sine_model.training.adapt.adapt_propagator`):
-        the adapted model has trained on both reference halves, so its answers on them are no
-        longer held out.
+        ``pairs`` on return and its semantic answers are refined from then on.
     pairs : sequence of (image, labels)
         The reference pairs.
     classes : mapping, optional
@@ -344,7 +323,6 @@ def fit_refiner(
     RefinerFit
     """
     propagator.set_refiner(None)
-    digest = reference_digest(pairs, classes)  # of the caller's pairs, as adapt_propagator sees them
     pairs = [(image, labels) for image, labels, _, _ in check_reference_pairs(pairs, propagator.channel_axis)]
     class_of = propagator._class_map(classes, [labels for _, labels in pairs])
     class_ids = sorted(set(class_of.values()))  # the semantic channels' order (sorted class ids)
@@ -387,6 +365,5 @@ def fit_refiner(
         optimiser.step()
         steps, loss_value = steps + 1, float(loss.detach())
     refiner.eval()
-    refiner.reference_digest = digest
     propagator.set_refiner(refiner)
     return RefinerFit(steps, time.perf_counter() - start, loss_value, int(len(y)), held_out)

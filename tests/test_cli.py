@@ -176,11 +176,6 @@ def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
     assert semantic.shape == instance.shape == (3, H, W)
     # the instances are the refined map's objects: each lies inside the refined semantic region
     assert not np.any((instance > 0) & (semantic == 0))
-    # with adaptation the refiner is fitted first (held-out answers of the unadapted model) and kept
-    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "2", "--adapt", "1",
-                             "--overwrite")
-    assert code == 0, err
-    assert made[-1].refiner is not None and "refiner fitted on the references" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "0", "--overwrite")
     assert code == 2 and "--refine needs a positive number of seconds" in err
 

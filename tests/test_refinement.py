@@ -145,24 +145,3 @@ def test_fit_refiner_without_halves_uses_the_whole_reference():
     labels = np.where(corner, labels, 0)  # objects in the top-left corner only: one half of each cut is empty
     fit = fit_refiner(propagator, [(image, labels)], seconds=5, max_steps=2)
     assert not fit.held_out and fit.pixels == labels.size
-
-
-def test_adaptation_keeps_a_refiner_of_the_same_references_only():
-    from sine_model.training.adapt import adapt_propagator
-
-    propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
-    reference, other = disk_scene(6), disk_scene(7)
-    fit_refiner(propagator, [reference], seconds=5, max_steps=2)
-    refiner = propagator.refiner
-    assert refiner.reference_digest == refinement.reference_digest([reference])
-    adapt_propagator(propagator, [reference], seconds=60, max_steps=1)
-    assert propagator.refiner is refiner  # fitted before adaptation on these references: kept
-    adapt_propagator(propagator, [reference], seconds=60, max_steps=1, classes={v: 2 for v in range(1, 11)})
-    assert propagator.refiner is None  # other classes: dropped
-    fit_refiner(propagator, [reference], seconds=5, max_steps=2)
-    adapt_propagator(propagator, [other], seconds=60, max_steps=1)
-    assert propagator.refiner is None  # other references: dropped
-    image, labels = reference
-    changed = labels.copy()
-    changed[0, 0] = 99
-    assert refinement.reference_digest([(image, changed)]) != refinement.reference_digest([reference])

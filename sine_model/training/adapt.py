@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from sine_model.model import SINE
-from sine_model.refinement import reference_digest
 from sine_model.training.augment import AugmentConfig
 from sine_model.training.config import LossConfig
 from sine_model.training.loop import build_criterion, episode_losses, param_groups
@@ -246,8 +245,7 @@ def adapt_propagator(
     The propagator gets the adapted model (a copy unless ``inplace``, so the model object the caller
     built the propagator with is untouched) and ``pairs`` as its references, encoded with the adapted
     neck. Cached encoder features stay valid because the encoder is frozen; the cache is cleared only
-    if the encoder changed anyway. A refiner fitted on the same ``pairs`` and classes
-    (:func:`~sine_model.refinement.fit_refiner`, before adapting) is kept; any other is dropped.
+    if the encoder changed anyway.
 
     Parameters
     ----------
@@ -273,7 +271,6 @@ def adapt_propagator(
     """
     options.setdefault("scale", propagator.scale)
     options.setdefault("device", propagator.device)
-    refiner = getattr(propagator, "refiner", None)  # setting the references below drops it
     training_pairs = pairs
     if getattr(propagator, "project_inputs", False):  # train on what the model will see: the projection
         propagator.set_references(pairs, classes)  # fits the projection on these references
@@ -286,8 +283,4 @@ def adapt_propagator(
     if result.encoder_changed:
         propagator.clear_cache()
     propagator.set_references(pairs, classes)
-    if refiner is not None and refiner.reference_digest == reference_digest(pairs, classes):
-        # fitted on these references before adaptation (on held-out answers of the unadapted model):
-        # it stays; a refiner of other references does not
-        propagator.set_refiner(refiner)
     return result

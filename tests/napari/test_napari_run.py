@@ -200,16 +200,6 @@ def test_refined_run_records_the_refiner_and_the_next_run_drops_it(sample_viewer
     assert fitted["steps"] >= 1 and fitted["pixels"] > 0 and fitted["held_out"] is True
     propagator = widget.runner.holder.propagator
     assert propagator.refiner is not None
-    refiner = propagator.refiner
-    widget.options.adapt.setChecked(True)  # refined and adapted: the refiner is fitted first and kept
-    widget.options.adapt_seconds.setValue(1)
-    widget.run()
-    wait_for_run(qtbot, widget)
-    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
-    assert record["adaptation"]["steps"] >= 1 and record["refinement"]["steps"] >= 1
-    assert propagator.refiner is not None and propagator.refiner is not refiner  # fitted for this run
-    assert propagator.model is not widget.runner.holder.base_model
-    widget.options.adapt.setChecked(False)
     widget.options.refine.setChecked(False)
     widget.run()
     wait_for_run(qtbot, widget)
