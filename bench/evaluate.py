@@ -355,6 +355,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--refine-ablation", action="store_true",
                         help="also run each refined model with a refiner that ignores the model's maps "
                              "(a pixel classifier on the same features: what the model adds)")
+    parser.add_argument("--no-colour-features", action="store_true",
+                        help="the refiner reads no per-channel features of colour references (ablation)")
+    parser.add_argument("--no-cross-fit", action="store_true",
+                        help="refine after adaptation on the model adapted to the whole reference (default: "
+                             "one model per reference half, so the refiner learns from held-out answers)")
     parser.add_argument("--device", default=None, help="model device (default: auto)")
     parser.add_argument("--baselines", nargs="*", choices=["rf", "rf-border", "otsu"],
                         default=["rf", "rf-border", "otsu"],
@@ -384,16 +389,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 extras = " + calibrate" if args.calibrate else ""
                 extras += f" + adapt {seconds:g} s" if seconds else ""
                 extras += f" + refine {refine:g} s" if refine else ""
+                extras += " (adapted once, not per half)" if seconds and refine and args.no_cross_fit else ""
                 runners.append(ModelRunner(model, f"SINE ({name}{extras})", pad=args.pad or default_pad,
                                            scale=args.scale, device=args.device, adapt_seconds=seconds,
                                            instance_sources=args.instances, calibrate=args.calibrate,
-                                           refine_seconds=refine))
+                                           refine_seconds=refine, cross_fit=not args.no_cross_fit,
+                                           colour_features=not args.no_colour_features))
         for refine in sorted({r for r in args.refine if r > 0})[-1:] if args.refine_ablation else []:
             # the refiner alone: the model's maps left out, so nothing to calibrate or adapt
             runners.append(ModelRunner(model, f"refiner without model ({refine:g} s)",
                                        pad=args.pad or default_pad, scale=args.scale, device=args.device,
                                        instance_sources=args.instances,
-                                       refine_seconds=refine, refine_with_model=False))
+                                       refine_seconds=refine, refine_with_model=False,
+                                       colour_features=not args.no_colour_features))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}
     runners += [makers[b]() for b in dict.fromkeys(args.baselines)]

@@ -26,7 +26,8 @@ class ModelRunner:
     def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
                  modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
                  instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
-                 refine_seconds: float = 0.0, refine_with_model: bool = True) -> None:
+                 refine_seconds: float = 0.0, refine_with_model: bool = True, cross_fit: bool = True,
+                 colour_features: bool = True) -> None:
         from sine_model.propagate import Propagator
 
         self.name = name
@@ -42,6 +43,8 @@ class ModelRunner:
         self.refine_seconds = float(refine_seconds)
         self.refine_fits: list = []  # sine_model.refinement.RefinerFit per reference
         self.refine_with_model = refine_with_model
+        self.colour_features = colour_features  # the refiner's per-channel features of colour images
+        self.cross_fit = cross_fit  # adapt per reference half when refining after adaptation
         if self.refine_seconds > 0:  # the engine's instances come from the refined map
             self.variants = {"[refined instances]": "instance",
                              "[components instances]": "instance@components"}
@@ -67,18 +70,24 @@ class ModelRunner:
                 self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
             except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
                 self.calibrations.append(None)  # (calibrate checks this before changing anything)
+        fold_models = None
         if self.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
 
-            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes)
+            cross_fit = self.cross_fit and self.refine_seconds > 0
+            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes,
+                                      cross_fit=cross_fit)
             self.adapt_steps.append(result.steps)
+            fold_models = result.fold_models
         else:
             self.propagator.set_references([(image, labels)], classes)
         if self.refine_seconds > 0:
             from sine_model.refinement import fit_refiner
 
             self.refine_fits.append(fit_refiner(self.propagator, [(image, labels)], classes,
-                                                self.refine_seconds, use_model_maps=self.refine_with_model))
+                                                self.refine_seconds, use_model_maps=self.refine_with_model,
+                                                fold_models=fold_models,
+                                                colour_features=self.colour_features))
         self._ref_ndim = np.ndim(image)
         self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
 

@@ -218,20 +218,24 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
             calibration = {"scale": chosen.scale, "projection": chosen.project_inputs,
                            "f1": round(chosen.f1, 4), "folds": chosen.folds,
                            "rules": {str(c): s.describe() for c, s in sorted(chosen.steps.items())}}
-        adaptation = None
+        adaptation, fold_models = None, None
         if request.adapt_seconds > 0:
             from sine_model.training.adapt import adapt_propagator
 
             yield Status(f"adapting the model to the references (at most {request.adapt_seconds:g} s)")
-            result = adapt_propagator(propagator, list(request.pairs), request.adapt_seconds, classes=classes)
+            result = adapt_propagator(propagator, list(request.pairs), request.adapt_seconds, classes=classes,
+                                      cross_fit=request.refine_seconds > 0)  # held-out maps for the refiner
+            fold_models = result.fold_models
             adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
-                          "final_loss": round(result.losses[-1], 6) if result.losses else None}
+                          "final_loss": round(result.losses[-1], 6) if result.losses else None,
+                          "per_reference_half": fold_models is not None}
         refinement = None
         if request.refine_seconds > 0:
             from sine_model.refinement import fit_refiner
 
             yield Status(f"fitting the full-resolution refiner (at most {request.refine_seconds:g} s)")
-            fit = fit_refiner(propagator, list(request.pairs), classes, request.refine_seconds)
+            fit = fit_refiner(propagator, list(request.pairs), classes, request.refine_seconds,
+                              fold_models=fold_models)
             refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
                           "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
         total = propagator.validate_targets(list(request.targets), None, check_values=False)

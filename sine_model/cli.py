@@ -245,12 +245,17 @@ def check_adapt_seconds(seconds: float | None, option: str = "--adapt") -> None:
         raise CliError(f"{option} needs a positive number of seconds, got {seconds}")
 
 
-def report_refinement(propagator: Any, pairs: list, classes: dict[int, int] | None, seconds: float) -> None:
-    """Fit the full-resolution refiner on the references and say how (on stderr)."""
+def report_refinement(propagator: Any, pairs: list, classes: dict[int, int] | None, seconds: float,
+                      fold_models: list | None = None) -> None:
+    """Fit the full-resolution refiner on the references and say how (on stderr).
+
+    ``fold_models``: those of a cross-fitted adaptation
+    (:func:`~sine_model.training.adapt.adapt_propagator` with ``cross_fit``), if any.
+    """
     from sine_model.refinement import fit_refiner
 
     start = time.perf_counter()
-    fit = fit_refiner(propagator, pairs, classes, seconds)
+    fit = fit_refiner(propagator, pairs, classes, seconds, fold_models=fold_models)
     source = "halves predicted from each other" if fit.held_out else "references predicted from themselves"
     print(f"refiner fitted on the references in {time.perf_counter() - start:.1f} s: {fit.steps} steps on "
           f"{fit.pixels} pixels ({source}), loss {fit.loss:.3f}", file=sys.stderr)
@@ -285,12 +290,15 @@ def _propagate_command(args: argparse.Namespace) -> int:
     propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
     if args.calibrate:
         report_calibration(propagator, pairs, args.classes)
+    fold_models = None
     if args.adapt:
         from sine_model.training.adapt import adapt_propagator
 
-        adapt_propagator(propagator, pairs, args.adapt, classes=args.classes)
+        # with a refiner next, adapt per reference half so that it learns from held-out answers
+        fold_models = adapt_propagator(propagator, pairs, args.adapt, classes=args.classes,
+                                       cross_fit=bool(args.refine)).fold_models
     if args.refine:
-        report_refinement(propagator, pairs, args.classes, args.refine)
+        report_refinement(propagator, pairs, args.classes, args.refine, fold_models)
     items = targets if isinstance(targets, list) else [targets]
     has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
     n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)

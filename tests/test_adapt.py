@@ -11,7 +11,8 @@ import torch
 from sine_model.cli_train import add_train_commands
 from sine_model.embedded import build_embedded
 from sine_model.propagate import Propagator
-from sine_model.training.adapt import adapt, adapt_propagator, trainable_for_adaptation
+from sine_model.training import adapt as adapt_module
+from sine_model.training.adapt import adapt, adapt_propagator, average_weights, trainable_for_adaptation
 from sine_model.training.pairs import PairItem
 
 TINY = dict(dim=32, num_heads=2, ffn_dim=64, num_decoder_layers=2, num_queries=8, encoder_dim=32,
@@ -115,6 +116,66 @@ def test_adapt_propagator_keeps_the_feature_cache(tiny_model):
     assert not torch.equal(tokens_before, propagator._tokens.id_tokens)  # with the adapted neck
     out = next(iter(propagator.propagate([blob_pair(1, (112, 112))[0]])))
     assert out.labels["instance"].shape == (112, 112)
+
+
+def test_average_weights_is_the_mean_of_float_tensors():
+    first, second = tiny_embedded(0), tiny_embedded(1)
+    mean = average_weights([first, second])
+    assert mean is not first and mean is not second and not mean.training
+    a, b, m = snapshot(first), snapshot(second), snapshot(mean)
+    for key, value in m.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (a[key] + b[key]) / 2)
+        else:
+            assert torch.equal(value, a[key])
+    assert same(snapshot(tiny_embedded(0)), a)  # the inputs are untouched
+    with pytest.raises(ValueError, match="at least one model"):
+        average_weights([])
+    other = build_embedded("cnn", **{**TINY, "num_queries": 4})
+    with pytest.raises(ValueError, match="one architecture"):
+        average_weights([first, other])
+
+
+def test_cross_fit_adapts_one_copy_per_reference_half(tiny_model, monkeypatch):
+    # Two references: the first has objects in both halves (two folds), the second in one half only
+    # (trained on whole by both sides, predicted by nobody). Each side must see only its own halves.
+    seen: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    real_adapt = adapt_module.adapt
+
+    def recording_adapt(model, pairs, seconds, **options):
+        seen.append([(np.asarray(i), np.asarray(lab)) for i, lab in pairs])
+        return real_adapt(model, pairs, seconds, **options)
+
+    monkeypatch.setattr(adapt_module, "adapt", recording_adapt)
+    split = blob_pair(0, (112, 112))
+    one_sided = blob_pair(1, (112, 112))
+    one_sided = (one_sided[0], np.where(np.arange(112)[:, None] < 50, one_sided[1], 0)
+                 * (np.arange(112)[None, :] < 50))
+    original = snapshot(tiny_model)
+    propagator = Propagator(tiny_model, device="cpu", pad=112)
+    result = adapt_propagator(propagator, [split, one_sided], seconds=60, max_steps=2, cross_fit=True)
+    assert len(seen) == 2 and result.steps == 4
+    first, second = seen
+    assert first[0][1].shape == second[0][1].shape == (56, 112)  # the halves of the split reference
+    halves = [split[1][:56], split[1][56:]]
+    assert np.array_equal(first[0][1], halves[0]) and np.array_equal(second[0][1], halves[1])
+    assert np.array_equal(first[1][1], one_sided[1]) and np.array_equal(second[1][1], one_sided[1])
+    # fold k (reference_folds' order: first half -> second, second -> first) is predicted by the
+    # model that did not train on its held-out half; the engine gets their weight average
+    left, right = result.fold_models
+    assert left is not right and propagator.model is result.model and result.model not in (left, right)
+    average = snapshot(average_weights([left, right]))
+    assert same(average, snapshot(result.model))
+    assert not same(snapshot(left), snapshot(right), "transformer_decoder.")
+    assert same(original, snapshot(tiny_model))  # the caller's model is untouched
+
+
+def test_cross_fit_without_folds_is_plain_adaptation(tiny_model):
+    image, labels = blob_pair(2, (112, 112))
+    labels = np.where((np.arange(112)[:, None] < 50) & (np.arange(112)[None, :] < 50), labels, 0)
+    propagator = Propagator(tiny_model, device="cpu", pad=112)
+    result = adapt_propagator(propagator, [(image, labels)], seconds=60, max_steps=2, cross_fit=True)
+    assert result.fold_models is None and result.steps == 2 and propagator.model is result.model
 
 
 def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):

@@ -421,14 +421,19 @@ def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
     calls = []
     real = adapt_module.adapt_propagator
 
-    def spy(propagator, pairs, seconds, classes=None):
-        calls.append(seconds)
-        return real(propagator, pairs, seconds, classes=classes)
+    def spy(propagator, pairs, seconds, classes=None, cross_fit=False):
+        calls.append((seconds, cross_fit))
+        return real(propagator, pairs, seconds, classes=classes, cross_fit=cross_fit)
 
     monkeypatch.setattr(adapt_module, "adapt_propagator", spy)
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "id", "--adapt", "1")
     assert code == 0, err
-    assert calls == [1.0]
+    assert calls == [(1.0, False)]
     assert tifffile.imread(data / "out" / "labels_id.tif").shape == (3, H, W)
+    # with a refiner next, adapted per reference half (held-out answers for the refiner)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "semantic", "--adapt", "1",
+                             "--refine", "1", "--overwrite")
+    assert code == 0, err
+    assert calls[-1] == (1.0, True) and "refiner fitted on the references" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--adapt", "-2", "--overwrite")
     assert code == 2 and "--adapt needs a positive number of seconds" in err

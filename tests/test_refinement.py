@@ -72,8 +72,9 @@ def test_refined_maps_instances_are_scored_and_filtered():
     assert len(kept) == 1
 
 
-def test_strips_cover_the_image_and_check_the_maps(monkeypatch):
-    refiner = PixelRefiner([1, 2])
+@pytest.mark.parametrize("basic_channels", [0, 3])
+def test_strips_cover_the_image_and_check_the_maps(monkeypatch, basic_channels):
+    refiner = PixelRefiner([1, 2], basic_channels=basic_channels)
     width = 40
     monkeypatch.setattr(refinement, "STRIP_PIXELS", 64 * width)  # strips of 64 rows
     rgb = np.random.default_rng(0).random((100, width, 3)).astype(np.float32)
@@ -91,6 +92,9 @@ def test_strips_cover_the_image_and_check_the_maps(monkeypatch):
     with pytest.raises(ValueError, match="coarse maps"):
         next(refiner.strips(rgb, coarse[:1]))
     assert PixelRefiner([1], use_model_maps=False).num_inputs == refiner.bank.num_features
+    assert refiner.num_inputs == refiner.bank.num_features + basic_channels * 4 * 5 + 2  # σ 1, 2, 4, 8, 16
+    with pytest.raises(ValueError, match="basic_channels must be 0, 1 or 3"):
+        PixelRefiner([1], basic_channels=2)
 
 
 @pytest.mark.parametrize("use_model_maps", [True, False])
@@ -145,3 +149,47 @@ def test_fit_refiner_without_halves_uses_the_whole_reference():
     labels = np.where(corner, labels, 0)  # objects in the top-left corner only: one half of each cut is empty
     fit = fit_refiner(propagator, [(image, labels)], seconds=5, max_steps=2)
     assert not fit.held_out and fit.pixels == labels.size
+
+
+def test_fit_refiner_predicts_each_fold_with_its_fold_model(monkeypatch):
+    # A cross-fitted adaptation hands one model per fold; each fold's held-out half must be predicted by
+    # its own model, and the engine's model must be back in place afterwards (also on failure).
+    engine_model, fold_a, fold_b = build_tiny(), build_tiny(), build_tiny()
+    propagator = Propagator(engine_model, device="cpu", pad=112, instance_source="semantic")
+    used = []
+    real_propagate = Propagator.propagate
+
+    def spy(self, *args, **kwargs):
+        used.append(self.model)
+        return real_propagate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Propagator, "propagate", spy)
+    reference = disk_scene(5)
+    fit_refiner(propagator, [reference], seconds=5, max_steps=2, fold_models=[fold_a, fold_b])
+    assert used == [fold_a, fold_b] and propagator.model is engine_model and propagator.refiner is not None
+    with pytest.raises(ValueError, match="1 fold models for 2 reference folds"):
+        fit_refiner(propagator, [reference], seconds=5, max_steps=2, fold_models=[fold_a])
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Propagator, "propagate", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fit_refiner(propagator, [reference], seconds=5, max_steps=2, fold_models=[fold_a, fold_b])
+    assert propagator.model is engine_model
+
+
+def test_colour_features_only_for_colour_references():
+    propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
+    grey, labels = disk_scene(6)
+    fit_refiner(propagator, [(grey, labels)], seconds=5, max_steps=2)
+    assert propagator.refiner.basic_channels == 0
+    tinted = np.stack([grey, grey // 2, grey], axis=-1)  # stained: channels differ
+    fit_refiner(propagator, [(tinted, labels)], seconds=5, max_steps=2)
+    assert propagator.refiner.basic_channels == 3
+    result = next(propagator.propagate([tinted], modes=("semantic",)))
+    assert result.labels["semantic"].shape == grey.shape
+    fit_refiner(propagator, [(tinted, labels)], seconds=5, max_steps=2, colour_features=False)
+    assert propagator.refiner.basic_channels == 0
+    fit_refiner(propagator, [(np.stack([grey] * 3, -1), labels)], seconds=5, max_steps=2)
+    assert propagator.refiner.basic_channels == 0  # grey stored as RGB

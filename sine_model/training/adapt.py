@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from sine_model.calibration import reference_folds
 from sine_model.model import SINE
 from sine_model.training.augment import AugmentConfig
 from sine_model.training.config import LossConfig
 from sine_model.training.loop import build_criterion, episode_losses, param_groups
 from sine_model.training.pairs import PairConfig, PairItem, PairSampler
 
-__all__ = ["AdaptResult", "adapt", "adapt_propagator", "trainable_for_adaptation"]
+__all__ = ["AdaptResult", "adapt", "adapt_propagator", "average_weights", "trainable_for_adaptation"]
 
 
 @dataclass
@@ -51,6 +52,10 @@ class AdaptResult:
         Number of parameters that were trained (neck + decoder).
     encoder_changed : bool
         Whether any encoder parameter was modified (never, unless the caller unfroze it by hand).
+    fold_models : list of SINE, optional
+        Cross-fitted adaptation (:func:`adapt_propagator` with ``cross_fit``): for each fold of
+        :func:`~sine_model.calibration.reference_folds`, the model adapted without its held-out half;
+        ``model`` is then their weight average. None otherwise.
     """
 
     model: SINE
@@ -59,6 +64,7 @@ class AdaptResult:
     losses: list[float] = field(default_factory=list)
     trained_parameters: int = 0
     encoder_changed: bool = False
+    fold_models: list[SINE] | None = None
 
 
 def trainable_for_adaptation(model: SINE, train_encoder: bool = False) -> list[nn.Parameter]:
@@ -230,6 +236,53 @@ def adapt(
     )
 
 
+def average_weights(models: Sequence[SINE]) -> SINE:
+    """A copy of ``models[0]`` whose floating-point weights and buffers are the mean of all ``models``.
+
+    Meant for copies of one model fine-tuned briefly on different data (they stay close in weight space).
+    """
+    if not models:
+        raise ValueError("average_weights needs at least one model")
+    states = [m.state_dict() for m in models]
+    shapes = {k: v.shape for k, v in states[0].items()}
+    if any({k: v.shape for k, v in state.items()} != shapes for state in states):
+        raise ValueError("average_weights needs models of one architecture")
+    mean = copy.deepcopy(models[0])
+    mean.load_state_dict({k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v
+                          for k, v in states[0].items()})
+    return mean.eval()
+
+
+def _cross_fit(model: SINE, training_pairs: Sequence[Any], seconds: float, classes: Mapping[int, int] | None,
+               channel_axis: int | None, **options: Any) -> AdaptResult | None:
+    """One adapted copy per side of the reference folds (half the budget each), and their average."""
+    start = time.perf_counter()
+    sides: tuple[list, list] = ([], [])
+    n_folds = 0
+    for image, labels in training_pairs:
+        folds = reference_folds([(np.asarray(image), np.asarray(labels))], channel_axis)
+        if folds:  # (first half -> second), (second -> first): each side trains on its fold's reference
+            sides[0].append(folds[0][0])
+            sides[1].append(folds[1][0])
+            n_folds += 2
+        else:  # objects in one half only: both sides train on the whole reference, nobody predicts it
+            sides[0].append((image, labels))
+            sides[1].append((image, labels))
+    if not n_folds:
+        return None
+    results = [adapt(model, side, seconds / 2, classes=classes, channel_axis=channel_axis, **options)
+               for side in sides]
+    return AdaptResult(
+        model=average_weights([r.model for r in results]),
+        steps=sum(r.steps for r in results),
+        seconds=time.perf_counter() - start,
+        losses=[loss for r in results for loss in r.losses],
+        trained_parameters=results[0].trained_parameters,
+        encoder_changed=any(r.encoder_changed for r in results),
+        fold_models=[results[k % 2].model for k in range(n_folds)],  # the order of reference_folds
+    )
+
+
 def adapt_propagator(
     propagator: Any,
     pairs: Sequence[Any],
@@ -238,6 +291,7 @@ def adapt_propagator(
     classes: Mapping[int, int] | None = None,
     inplace: bool = False,
     pad: int | None = None,
+    cross_fit: bool = False,
     **options: Any,
 ) -> AdaptResult:
     """Adapt a :class:`~sine_model.propagate.Propagator`'s model to its references, then set them.
@@ -258,9 +312,17 @@ def adapt_propagator(
     classes : mapping, optional
         Label value → class id.
     inplace : bool
-        Adapt ``propagator.model`` itself instead of a copy.
+        Adapt ``propagator.model`` itself instead of a copy (ignored with ``cross_fit``).
     pad : int, optional
         Side of the training crops; default ``min(propagator.pad, 224)``.
+    cross_fit : bool
+        For a refiner fitted next (:func:`~sine_model.refinement.fit_refiner`, ``fold_models``): adapt
+        one copy on the first halves of the references and one on the second halves
+        (:func:`~sine_model.calibration.reference_folds`), half the budget each, and give the engine
+        their weight average. The refiner then learns from each half as predicted by a model that did
+        not train on it, as the targets will be; a model adapted on whole references predicts its own
+        training pixels, and a refiner fitted on those answers trusts them more than they deserve on
+        targets. Without any fold (no reference has objects in both halves) this is plain adaptation.
     **options
         Further keyword arguments of :func:`adapt`; ``scale``, ``channel_axis`` and ``device``
         default to the propagator's.
@@ -268,6 +330,7 @@ def adapt_propagator(
     Returns
     -------
     AdaptResult
+        With ``fold_models`` set when the adaptation was cross-fitted.
     """
     options.setdefault("scale", propagator.scale)
     options.setdefault("device", propagator.device)
@@ -277,8 +340,16 @@ def adapt_propagator(
         training_pairs = [(propagator.training_image(image), labels) for image, labels in pairs]
     else:
         options.setdefault("channel_axis", propagator.channel_axis)
-    result = adapt(propagator.model, training_pairs, seconds, classes=classes, inplace=inplace,
-                   pad=pad or min(int(propagator.pad), 224), **options)
+    pad = pad or min(int(propagator.pad), 224)
+    result = None
+    if cross_fit:
+        channel_axis = options.pop("channel_axis", None)
+        result = _cross_fit(propagator.model, training_pairs, seconds, classes, channel_axis, pad=pad,
+                            **options)
+        options["channel_axis"] = channel_axis
+    if result is None:
+        result = adapt(propagator.model, training_pairs, seconds, classes=classes, inplace=inplace, pad=pad,
+                       **options)
     propagator.model = result.model
     if result.encoder_changed:
         propagator.clear_cache()

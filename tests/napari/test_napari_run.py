@@ -159,8 +159,16 @@ def test_test_time_adaptation_run(sample_viewer, qtbot):
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
     assert record["parameters"]["adapt_seconds"] == 1.0 and record["adaptation"]["steps"] >= 1
+    assert record["adaptation"]["per_reference_half"] is False  # no refiner: adapted on whole references
     holder = widget.runner.holder
     assert holder.propagator.model is not holder.base_model  # an adapted copy; the loaded model is kept
+    widget.options.refine.setChecked(True)  # a refiner next: one copy per reference half, averaged
+    widget.options.refine_seconds.setValue(1)
+    widget.run()
+    wait_for_run(qtbot, widget)
+    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
+    assert record["adaptation"]["per_reference_half"] is True and record["refinement"]["held_out"] is True
+    widget.options.refine.setChecked(False)
     widget.options.adapt.setChecked(False)
     widget.run()
     wait_for_run(qtbot, widget)
