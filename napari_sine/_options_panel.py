@@ -73,7 +73,8 @@ class OptionsPanel(QGroupBox):
         self.adapt = QCheckBox("test-time adaptation")
         self.adapt.setToolTip("before propagating, fine-tune the neck and decoder of a copy of the model "
                               "on your references (the encoder stays frozen; the model on disk is not "
-                              "changed). Cancel takes effect once the adaptation is over")
+                              "changed; with refinement, one copy per half of each reference, averaged). "
+                              "Cancel takes effect once the adaptation is over")
         self.adapt_seconds = _seconds_box("time budget of the adaptation")
         self.refine = QCheckBox("refine at full resolution")
         self.refine.setToolTip("before propagating, train a small pixel classifier on your references that "

@@ -216,9 +216,9 @@ class _InterruptGuard:
 
 def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
     """Refuse an ``--out`` that is a file, or that holds results of ``modes`` unless ``overwrite``."""
-    from sine_model import io
+    from sine_model import result_writer
 
-    clashes = io.existing_outputs(out, modes)
+    clashes = result_writer.existing_outputs(out, modes)
     if clashes and not overwrite:
         raise CliError(f"{out} already holds results ({', '.join(p.name for p in clashes)}): pass "
                        "--overwrite to replace them, or choose another --out")
@@ -263,7 +263,7 @@ def report_refinement(propagator: Any, pairs: list, classes: dict[int, int] | No
 
 def _propagate_command(args: argparse.Namespace) -> int:
     """Check every input, then propagate and stream the results into ``--out``."""
-    from sine_model import io
+    from sine_model import io, result_writer
     from sine_model.propagate import Propagator
 
     if len(args.ref) != len(args.ref_labels):
@@ -304,7 +304,8 @@ def _propagate_command(args: argparse.Namespace) -> int:
     n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)
     results = propagator.propagate(targets, args.modes, stack_axis=stack_axis, memory=args.memory)
 
-    writer = io.ResultWriter(args.out, args.modes, n_targets, layout=layout, overwrite=args.overwrite)
+    writer = result_writer.ResultWriter(args.out, args.modes, n_targets, layout=layout,
+                                        overwrite=args.overwrite)
     return _stream_results(results, writer, n_targets, args.out)
 
 

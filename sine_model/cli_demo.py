@@ -31,7 +31,7 @@ def _count(labels) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run ``napari-sine demo``; return the exit status."""
-    from sine_model import cli, io
+    from sine_model import cli, result_writer
     from sine_model.metrics import foreground_iou, match_instances
     from sine_model.propagate import Propagator
     from sine_model.sample_data import load_sample
@@ -62,7 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         propagator.set_references(pairs)
     if args.refine:
         cli.report_refinement(propagator, pairs, None, args.refine, fold_models)
-    writer = io.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
+    writer = result_writer.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
     header = (f"{'target':<10} {'truth':>5} {'instances':>9} {'F1@0.5':>7} {'ID objs':>7} "
               f"{'semantic IoU':>12} {'seconds':>7}")
     print(header)

@@ -9,7 +9,9 @@ frozen, so cached encoder features stay valid. By default the caller's model is 
 adapted copy is returned.
 
 :func:`adapt_propagator` does the same for a :class:`~sine_model.propagate.Propagator` and re-encodes
-its references with the adapted neck.
+its references with the adapted neck. With ``cross_fit`` (used when a full-resolution refiner is fitted
+next) it adapts one copy per half of the references instead and gives the engine their weight average
+(:func:`average_weights`), so the refiner can learn from answers on halves the model did not train on.
 """
 
 from __future__ import annotations
