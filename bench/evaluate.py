@@ -341,6 +341,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt", type=float, nargs="+", default=[0.0], metavar="SECONDS",
                         help="test-time adaptation of the model on each reference for SECONDS (0: none); "
                              "several values run the model once per value (adapted runs skip ID crops)")
+    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                        help="stop each adaptation (each copy, when cross-fitted) after N steps; with a "
+                             "generous --adapt, runs repeat step for step whatever the speed or load")
     parser.add_argument("--instances", nargs="+", choices=HARNESS_INSTANCE_SOURCES,
                         default=list(HARNESS_INSTANCE_SOURCES),
                         help="instance answer(s) of the model to score, all from one pass: its instance "
@@ -388,13 +391,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             for refine in dict.fromkeys(args.refine):
                 extras = " + calibrate" if args.calibrate else ""
                 extras += f" + adapt {seconds:g} s" if seconds else ""
+                extras += f" ≤ {args.adapt_steps} steps" if seconds and args.adapt_steps else ""
                 extras += f" + refine {refine:g} s" if refine else ""
                 extras += " (adapted once, not per half)" if seconds and refine and args.no_cross_fit else ""
                 runners.append(ModelRunner(model, f"SINE ({name}{extras})", pad=args.pad or default_pad,
                                            scale=args.scale, device=args.device, adapt_seconds=seconds,
                                            instance_sources=args.instances, calibrate=args.calibrate,
                                            refine_seconds=refine, cross_fit=not args.no_cross_fit,
-                                           colour_features=not args.no_colour_features))
+                                           colour_features=not args.no_colour_features,
+                                           adapt_max_steps=args.adapt_steps))
         for refine in sorted({r for r in args.refine if r > 0})[-1:] if args.refine_ablation else []:
             # the refiner alone: the model's maps left out, so nothing to calibrate or adapt
             runners.append(ModelRunner(model, f"refiner without model ({refine:g} s)",

@@ -27,7 +27,7 @@ class ModelRunner:
                  modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
                  instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
                  refine_seconds: float = 0.0, refine_with_model: bool = True, cross_fit: bool = True,
-                 colour_features: bool = True) -> None:
+                 colour_features: bool = True, adapt_max_steps: int | None = None) -> None:
         from sine_model.propagate import Propagator
 
         self.name = name
@@ -52,6 +52,9 @@ class ModelRunner:
         self.base_model = model
         self.adapt_seconds = float(adapt_seconds)
         self.adapt_steps: list[int] = []
+        # a step budget (per adapted copy) makes adapted runs repeatable: seconds give machine- and
+        # load-dependent step counts; with one, adapt_seconds only caps the time
+        self.adapt_max_steps = adapt_max_steps
         self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
         self.calibrate = calibrate
         self.scale = float(scale)
@@ -76,7 +79,7 @@ class ModelRunner:
 
             cross_fit = self.cross_fit and self.refine_seconds > 0
             result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes,
-                                      cross_fit=cross_fit)
+                                      cross_fit=cross_fit, max_steps=self.adapt_max_steps)
             self.adapt_steps.append(result.steps)
             fold_models = result.fold_models
         else:
