@@ -47,9 +47,12 @@ __all__ = ["REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner", "RefinedMaps", "Ref
 
 #: Scales (pixels) of the refiner's filter-bank features: ilastik's range, up to 16.
 REFINER_SIGMAS: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)
-#: Scales of the per-channel basic features (``basic_channels``): scikit-image's defaults from 1 to 16
-#: (the forest baseline's features, as in ilastik).
+#: Scales of the per-channel basic features (``basic_channels``): 1 to 16 in octaves, the forest
+#: baseline's (scikit-image's default spacing for that range), as in ilastik.
 BASIC_SIGMAS: tuple[float, float] = (1.0, 16.0)
+BASIC_NUM_SIGMA = 5
+#: Basic features per channel and scale: intensity, edges, two Hessian eigenvalues.
+BASIC_PER_SCALE = 4
 #: Percentiles of each channel mapped to 0 and 1 before the filter bank (per image).
 STRETCH_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 #: Pixels per strip when an image's features are computed piecewise (bounds memory on large targets:
@@ -162,7 +165,7 @@ class PixelRefiner(nn.Module):
         self.bank = FilterBank(sigmas, colour=True, include_raw=True)
         self.use_model_maps = bool(use_model_maps)
         self.basic_channels = int(basic_channels)
-        n_basic = self.basic_channels * 4 * (int(np.log2(BASIC_SIGMAS[1] / BASIC_SIGMAS[0])) + 1)
+        n_basic = self.basic_channels * BASIC_PER_SCALE * BASIC_NUM_SIGMA
         n_in = self.bank.num_features + n_basic + (len(self.class_ids) if use_model_maps else 0)
         self.num_outputs = len(self.class_ids) + 2  # background, the classes, border
         self.register_buffer("shift", torch.zeros(n_in))
@@ -185,7 +188,7 @@ class PixelRefiner(nn.Module):
     def _basic(self, rgb: np.ndarray) -> Tensor:
         channels = rgb if self.basic_channels == 3 else rgb.mean(-1, keepdims=True)
         basic = multiscale_basic_features(channels, channel_axis=-1, sigma_min=BASIC_SIGMAS[0],
-                                          sigma_max=BASIC_SIGMAS[1])
+                                          sigma_max=BASIC_SIGMAS[1], num_sigma=BASIC_NUM_SIGMA)
         return torch.from_numpy(np.ascontiguousarray(basic.transpose(2, 0, 1), dtype=np.float32))
 
     @staticmethod

@@ -256,13 +256,13 @@ def average_weights(models: Sequence[SINE]) -> SINE:
 
 
 def _cross_fit(model: SINE, training_pairs: Sequence[Any], seconds: float, classes: Mapping[int, int] | None,
-               channel_axis: int | None, **options: Any) -> AdaptResult | None:
+               **options: Any) -> AdaptResult | None:
     """One adapted copy per side of the reference folds (half the budget each), and their average."""
     start = time.perf_counter()
     sides: tuple[list, list] = ([], [])
     n_folds = 0
     for image, labels in training_pairs:
-        folds = reference_folds([(np.asarray(image), np.asarray(labels))], channel_axis)
+        folds = reference_folds([(np.asarray(image), np.asarray(labels))], options.get("channel_axis"))
         if folds:  # (first half -> second), (second -> first): each side trains on its fold's reference
             sides[0].append(folds[0][0])
             sides[1].append(folds[1][0])
@@ -272,8 +272,7 @@ def _cross_fit(model: SINE, training_pairs: Sequence[Any], seconds: float, class
             sides[1].append((image, labels))
     if not n_folds:
         return None
-    results = [adapt(model, side, seconds / 2, classes=classes, channel_axis=channel_axis, **options)
-               for side in sides]
+    results = [adapt(model, side, seconds / 2, classes=classes, **options) for side in sides]
     return AdaptResult(
         model=average_weights([r.model for r in results]),
         steps=sum(r.steps for r in results),
@@ -343,13 +342,9 @@ def adapt_propagator(
     else:
         options.setdefault("channel_axis", propagator.channel_axis)
     pad = pad or min(int(propagator.pad), 224)
-    result = None
-    if cross_fit:
-        channel_axis = options.pop("channel_axis", None)
-        result = _cross_fit(propagator.model, training_pairs, seconds, classes, channel_axis, pad=pad,
-                            **options)
-        options["channel_axis"] = channel_axis
-    if result is None:
+    result = _cross_fit(propagator.model, training_pairs, seconds, classes, pad=pad, **options) \
+        if cross_fit else None
+    if result is None:  # not asked for, or no reference has objects in both halves
         result = adapt(propagator.model, training_pairs, seconds, classes=classes, inplace=inplace, pad=pad,
                        **options)
     propagator.model = result.model
