@@ -28,8 +28,8 @@ import numpy as np
 from skimage.feature import multiscale_basic_features
 from skimage.filters import gaussian, threshold_otsu
 
+from sine_model.border_instances import inner_rim, seeded_instances
 from sine_model.instance_split import InstanceStep, choose_instance_step
-from sine_model.refinement import inner_rim, seeded_instances
 
 __all__ = ["Runner", "Prediction", "InstanceStep", "RandomForestBaseline", "OtsuBaseline",
            "normalise_image", "choose_instance_step"]
