@@ -13,6 +13,7 @@ import numpy as np
 from baselines import Prediction
 
 from sine_model.components import min_areas_by_class, semantic_components
+from sine_model.preparation import ReferencePreparation
 
 __all__ = ["HARNESS_INSTANCE_SOURCES", "ModelRunner", "make_model"]
 
@@ -65,32 +66,19 @@ class ModelRunner:
         # every reference adapts a fresh copy of the base model (never the previous reference's)
         self.propagator.model = self.base_model
         self.propagator.clear_calibration(self.scale)  # undo the previous reference's calibration
-        if self.calibrate:  # scale and split rules chosen on the reference, before any adaptation
-            from sine_model.calibration import calibrate
-            from sine_model.propagate import PropagationError
-
-            try:
-                self.calibrations.append(calibrate(self.propagator, [(image, labels)], classes))
-            except PropagationError:  # objects in one half only (e.g. a small crop): keep the defaults
-                self.calibrations.append(None)  # (calibrate checks this before changing anything)
-        fold_models = None
-        if self.adapt_seconds > 0:
-            from sine_model.training.adapt import adapt_propagator
-
-            cross_fit = self.cross_fit and self.refine_seconds > 0
-            result = adapt_propagator(self.propagator, [(image, labels)], self.adapt_seconds, classes=classes,
-                                      cross_fit=cross_fit, max_steps=self.adapt_max_steps)
-            self.adapt_steps.append(result.steps)
-            fold_models = result.fold_models
-        else:
-            self.propagator.set_references([(image, labels)], classes)
-        if self.refine_seconds > 0:
-            from sine_model.refinement import fit_refiner
-
-            self.refine_fits.append(fit_refiner(self.propagator, [(image, labels)], classes,
-                                                self.refine_seconds, use_model_maps=self.refine_with_model,
-                                                fold_models=fold_models,
-                                                colour_features=self.colour_features))
+        prepared = ReferencePreparation(
+            self.propagator, [(image, labels)], classes, calibrate=self.calibrate,
+            adapt_seconds=self.adapt_seconds, refine_seconds=self.refine_seconds, cross_fit=self.cross_fit,
+            adapt_max_steps=self.adapt_max_steps, refine_with_model=self.refine_with_model,
+            colour_features=self.colour_features,
+            keep_defaults_if_uncalibratable=True,  # objects in one half only (a small crop): defaults
+        ).run()
+        if self.calibrate:
+            self.calibrations.append(prepared.calibration)
+        if prepared.adaptation is not None:
+            self.adapt_steps.append(prepared.adaptation.steps)
+        if prepared.refinement is not None:
+            self.refine_fits.append(prepared.refinement)
         self._ref_ndim = np.ndim(image)
         self._floor = min_areas_by_class([np.asarray(labels)], defaultdict(lambda: 1))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sine_model.preparation import ReferencePreparation
 from sine_model.presets import get_preset
 from sine_model.propagate import Propagator, TargetResult
 from sine_model.weights import from_pretrained, installed_weights
@@ -206,41 +207,33 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
     try:
         yield Status(f"loading model {request.preset}")
         propagator = holder.get(request)
-        yield Status(f"encoding {len(request.pairs)} reference(s) on {propagator.device}")
         classes = dict(request.classes) if request.classes else None
-        propagator.set_references(list(request.pairs), classes)  # checks them before any adaptation
-        calibration = None
-        if request.calibrate:
-            from sine_model.calibration import calibrate
-
-            yield Status("calibrating on the references (scale, splitting of touching objects)")
-            chosen = calibrate(propagator, list(request.pairs), classes)
-            calibration = {"scale": chosen.scale, "projection": chosen.project_inputs,
-                           "f1": round(chosen.f1, 4), "folds": chosen.folds,
-                           "rules": {str(c): s.describe() for c, s in sorted(chosen.steps.items())}}
-        adaptation, fold_models = None, None
-        if request.adapt_seconds > 0:
-            from sine_model.training.adapt import adapt_propagator
-
-            yield Status(f"adapting the model to the references (at most {request.adapt_seconds:g} s)")
-            result = adapt_propagator(propagator, list(request.pairs), request.adapt_seconds, classes=classes,
-                                      cross_fit=request.refine_seconds > 0)  # held-out maps for the refiner
-            fold_models = result.fold_models
-            adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
-                          "final_loss": round(result.losses[-1], 6) if result.losses else None,
-                          "per_reference_half": fold_models is not None}
-        refinement = None
-        if request.refine_seconds > 0:
-            from sine_model.refinement import fit_refiner
-
-            yield Status(f"fitting the full-resolution refiner (at most {request.refine_seconds:g} s)")
-            fit = fit_refiner(propagator, list(request.pairs), classes, request.refine_seconds,
-                              fold_models=fold_models)
-            refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
-                          "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
+        preparation = ReferencePreparation(propagator, list(request.pairs), classes,
+                                           calibrate=request.calibrate, adapt_seconds=request.adapt_seconds,
+                                           refine_seconds=request.refine_seconds)
+        for message in preparation.stages():  # checks the references before any adaptation
+            yield Status(message)
+        calibration, adaptation, refinement = _provenance(preparation)
         total = propagator.validate_targets(list(request.targets), None, check_values=False)
         yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation, calibration,
                       refinement)
         yield from propagator.propagate(list(request.targets), request.modes, memory=request.memory)
     except Exception as error:
         raise RunFailed(error) from error
+
+
+def _provenance(preparation: ReferencePreparation) -> tuple[dict | None, dict | None, dict | None]:
+    """What calibration, adaptation and the refiner did, as JSON-ready dicts (``None``: not run)."""
+    calibration = adaptation = refinement = None
+    if (chosen := preparation.calibration) is not None:
+        calibration = {"scale": chosen.scale, "projection": chosen.project_inputs,
+                       "f1": round(chosen.f1, 4), "folds": chosen.folds,
+                       "rules": {str(c): s.describe() for c, s in sorted(chosen.steps.items())}}
+    if (result := preparation.adaptation) is not None:
+        adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
+                      "final_loss": round(result.losses[-1], 6) if result.losses else None,
+                      "per_reference_half": preparation.fold_models is not None}
+    if (fit := preparation.refinement) is not None:
+        refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
+                      "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
+    return calibration, adaptation, refinement

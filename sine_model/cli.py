@@ -12,7 +12,6 @@ import argparse
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -226,39 +225,48 @@ def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
         raise CliError(f"--out {out} is a file: give a directory")
 
 
-def report_calibration(propagator: Any, pairs: list, classes: dict[int, int] | None) -> None:
-    """Calibrate ``propagator`` on the references and say what was chosen (on stderr)."""
-    from sine_model.calibration import calibrate
-
-    start = time.perf_counter()
-    result = calibrate(propagator, pairs, classes)  # a PropagationError (a ValueError) names the fix
-    rules = ", ".join(f"class {c}: {s.describe()}" for c, s in sorted(result.steps.items()))
-    projection = ", reference projection" if result.project_inputs else ""
-    print(f"calibrated on the references in {time.perf_counter() - start:.1f} s: scale {result.scale:g}"
-          f"{projection}, {rules} (held-out instance F1 {result.f1:.3f} over {result.folds} folds)",
-          file=sys.stderr)
-
-
 def check_adapt_seconds(seconds: float | None, option: str = "--adapt") -> None:
     """``--adapt`` (or ``option``) is absent or a positive number of seconds."""
     if seconds is not None and seconds <= 0:
         raise CliError(f"{option} needs a positive number of seconds, got {seconds}")
 
 
-def report_refinement(propagator: Any, pairs: list, classes: dict[int, int] | None, seconds: float,
-                      fold_models: list | None = None) -> None:
-    """Fit the full-resolution refiner on the references and say how (on stderr).
+def prepare_references(propagator: Any, pairs: list, classes: dict[int, int] | None, *, calibrate: bool,
+                       adapt: float | None, refine: float | None) -> None:
+    """Set the references, calibrate, adapt and fit the refiner as asked, and say what each did (stderr).
 
-    ``fold_models``: those of a cross-fitted adaptation
-    (:func:`~sine_model.training.adapt.adapt_propagator` with ``cross_fit``), if any.
+    The order and the cross-fitting rule are :class:`~sine_model.preparation.ReferencePreparation`'s.
     """
-    from sine_model.refinement import fit_refiner
+    from sine_model.preparation import ReferencePreparation
 
-    start = time.perf_counter()
-    fit = fit_refiner(propagator, pairs, classes, seconds, fold_models=fold_models)
-    source = "halves predicted from each other" if fit.held_out else "references predicted from themselves"
-    print(f"refiner fitted on the references in {time.perf_counter() - start:.1f} s: {fit.steps} steps on "
-          f"{fit.pixels} pixels ({source}), loss {fit.loss:.3f}", file=sys.stderr)
+    # a PropagationError (a ValueError) from any stage names the fix
+    prepared = ReferencePreparation(propagator, pairs, classes, calibrate=calibrate,
+                                    adapt_seconds=adapt or 0.0, refine_seconds=refine or 0.0).run()
+    for line in preparation_report(prepared):
+        print(line, file=sys.stderr)
+
+
+def preparation_report(prepared: Any) -> list[str]:
+    """One line per stage that ran: what calibration chose, how adaptation and the refiner went."""
+    lines = []
+    if prepared.calibration is not None:
+        result = prepared.calibration
+        rules = ", ".join(f"class {c}: {s.describe()}" for c, s in sorted(result.steps.items()))
+        projection = ", reference projection" if result.project_inputs else ""
+        lines.append(f"calibrated on the references in {prepared.seconds['calibrate']:.1f} s: scale "
+                     f"{result.scale:g}{projection}, {rules} (held-out instance F1 {result.f1:.3f} over "
+                     f"{result.folds} folds)")
+    if prepared.adaptation is not None:
+        halves = " (one copy per reference half, averaged)" if prepared.fold_models else ""
+        lines.append(f"adapted neck + decoder{halves}: {prepared.adaptation.steps} steps in "
+                     f"{prepared.adaptation.seconds:.1f} s")
+    if prepared.refinement is not None:
+        fit = prepared.refinement
+        source = "halves predicted from each other" if fit.held_out else \
+            "references predicted from themselves"
+        lines.append(f"refiner fitted on the references in {prepared.seconds['refine']:.1f} s: {fit.steps} "
+                     f"steps on {fit.pixels} pixels ({source}), loss {fit.loss:.3f}")
+    return lines
 
 
 def _propagate_command(args: argparse.Namespace) -> int:
@@ -287,18 +295,8 @@ def _propagate_command(args: argparse.Namespace) -> int:
         scale=args.scale, batch_size=args.batch_size, score_thresholds=thresholds,
         channel_axis=args.channel_axis, instance_source=args.instances,
     )
-    propagator.set_references(pairs, args.classes)  # checks the references before any adaptation
-    if args.calibrate:
-        report_calibration(propagator, pairs, args.classes)
-    fold_models = None
-    if args.adapt:
-        from sine_model.training.adapt import adapt_propagator
-
-        # with a refiner next, adapt per reference half so that it learns from held-out answers
-        fold_models = adapt_propagator(propagator, pairs, args.adapt, classes=args.classes,
-                                       cross_fit=bool(args.refine)).fold_models
-    if args.refine:
-        report_refinement(propagator, pairs, args.classes, args.refine, fold_models)
+    prepare_references(propagator, pairs, args.classes, calibrate=args.calibrate, adapt=args.adapt,
+                       refine=args.refine)
     items = targets if isinstance(targets, list) else [targets]
     has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
     n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)

@@ -48,20 +48,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             instance_source=args.instances)
     print(f"model {name} on {propagator.device}; reference: bundled 'reference' "
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
-    if args.calibrate:
-        cli.report_calibration(propagator, pairs, None)
-    fold_models = None
-    if args.adapt:
-        from sine_model.training.adapt import adapt_propagator
-
-        result = adapt_propagator(propagator, pairs, args.adapt, cross_fit=bool(args.refine))
-        fold_models = result.fold_models
-        halves = " (one copy per reference half, averaged)" if fold_models else ""
-        print(f"adapted neck + decoder{halves}: {result.steps} steps in {result.seconds:.1f} s")
-    else:
-        propagator.set_references(pairs)
-    if args.refine:
-        cli.report_refinement(propagator, pairs, None, args.refine, fold_models)
+    cli.prepare_references(propagator, pairs, None, calibrate=args.calibrate, adapt=args.adapt,
+                           refine=args.refine)
     writer = result_writer.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
     header = (f"{'target':<10} {'truth':>5} {'instances':>9} {'F1@0.5':>7} {'ID objs':>7} "
               f"{'semantic IoU':>12} {'seconds':>7}")

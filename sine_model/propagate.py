@@ -10,17 +10,17 @@ overlapping tiles (references too: their tiles act as extra shots) and stitched.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from .cached_encoder import CachedEncoder
 from .components import INSTANCE_SOURCES, instance_steps_by_class, min_areas_by_class
 from .context import ReferenceTokens
 from .device import select_device, select_precision
-from .feature_cache import FeatureCache, content_key
+from .feature_cache import FeatureCache
 from .inputs import (
     PropagationError,
     check_reference_pairs,
@@ -149,8 +149,7 @@ class Propagator:
         self._ref_labels: tuple[list[np.ndarray], dict[int, int]] = ([], {})
         self.refiner: PixelRefiner | None = None  # full-resolution refinement, fitted on the references
         self.instance_topk = self.model.transformer_decoder.num_queries
-        self.cache = FeatureCache(cache_bytes)
-        self._encoder_key = self._fingerprint_encoder()
+        self._encoder = CachedEncoder(self.model, self.device, self.autocast_dtype, pad, cache_bytes)
         self._reference: _Reference | None = None
         self._tokens: ReferenceTokens | None = None
         self._ref_ndim = 2
@@ -417,38 +416,20 @@ class Propagator:
         return Geometry(pad=self.pad, valid_hw=valid, original_hw=(height, width))
 
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _fingerprint_encoder(self) -> str:
-        # Encoder weights are frozen; a digest of the start of every tensor catches a swapped-in checkpoint
-        # (any encoder: DINOv2 or the embedded ones).
-        tensors = list(self.model.image_encoder.encoder.state_dict().values())
-        if not tensors:
-            return "parameter-free"
-        return content_key(torch.cat([t.detach().float().flatten()[:4096].cpu() for t in tensors]))
+        return self._encoder.autocast()
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Neck features for (B, 3, P, P) images; ViT features come from the cache when possible."""
-        keys = [(content_key(img), self._encoder_key, self.pad, self.autocast_dtype) for img in images]
-        cached = [self.cache.get(k) for k in keys]
-        missing = [i for i, c in enumerate(cached) if c is None]
-        if missing:
-            batch = images[missing].to(self.device)
-            with self._autocast():
-                fresh = self.model.image_encoder.encoder(batch)
-            for i, feat in zip(missing, fresh, strict=True):
-                cached[i] = feat
-                self.cache.put(keys[i], feat)
-        vit = torch.stack([c.to(self.device) for c in cached])
-        with self._autocast():
-            return self.model.image_encoder.neck(vit)
+        """Neck features for (B, 3, P, P) images; encoder features come from the cache when possible."""
+        return self._encoder.encode(self.model, images)
+
+    @property
+    def cache(self) -> FeatureCache:
+        """The cache of encoder features (shared by references and targets)."""
+        return self._encoder.cache
 
     def clear_cache(self) -> None:
         """Forget cached encoder features (call after changing encoder weights in place)."""
-        self.cache.clear()
-        self._encoder_key = self._fingerprint_encoder()
+        self._encoder.clear(self.model)
 
     def _require_references(self) -> None:
         if self._tokens is None:

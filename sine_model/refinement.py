@@ -24,6 +24,7 @@ without the half it predicts. Nothing is tuned on targets.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -219,6 +220,17 @@ def _sample(target: Tensor, limit: int, generator: torch.Generator) -> Tensor:
     return torch.cat(picks)
 
 
+def _class_quotas(counts: Mapping[int, int], n_pixels: int) -> dict[int, int]:
+    """Pixels drawn per class in one step: the classes' shares of the references, at least a tenth each.
+
+    ``counts`` are the classes' pixel counts in the references themselves, not in the kept sample
+    (large references are kept class-balanced, which would otherwise inflate the rarer classes' prior:
+    on a 4-megapixel image with a tenth of it objects, ninefold).
+    """
+    total = sum(counts.values())
+    return {k: max(int(n_pixels * counts[k] / total), n_pixels // 10) for k in sorted(counts) if counts[k]}
+
+
 def _in_order(maps: np.ndarray, have: Sequence[int], want: Sequence[int]) -> np.ndarray:
     """``(len(want), H, W)`` maps in the class order ``want`` (classes a fold lacks are zero)."""
     out = np.zeros((len(want), *maps.shape[1:]), np.float32)
@@ -258,7 +270,8 @@ def fit_refiner(
     seconds : float
         Time budget of the MLP's training (the coarse maps are computed first, outside it).
     n_pixels : int
-        Training pixels drawn per step from all references (each target class gets at least a tenth).
+        Training pixels drawn per step from all references, per class in proportion to its pixels in the
+        references (each class gets at least a tenth).
     max_pixels : int
         Pixels kept per reference (fold) for training, drawn class-balanced from larger ones (bounds
         memory: about 130 MB of features each).
@@ -305,7 +318,7 @@ def fit_refiner(
     torch.manual_seed(seed)
     refiner = PixelRefiner(class_ids, hidden=hidden, use_model_maps=use_model_maps,
                            basic_channels=basic_channels)
-    features, targets = [], []
+    features, targets, counts = [], [], Counter()
     generator = torch.Generator().manual_seed(seed)
     try:
         for k, (reference, (image, labels)) in enumerate(folds):
@@ -318,6 +331,8 @@ def fit_refiner(
             share = max_pixels / labels.size  # large references: keep a class-balanced sample of each strip
             for rows, strip in refiner.strips(rgb, coarse):
                 strip_target = target[rows].flatten()
+                values, sizes = torch.unique(strip_target, return_counts=True)
+                counts.update(dict(zip(values.tolist(), sizes.tolist(), strict=True)))  # before sampling
                 keep = _sample(strip_target, max(1, int(share * len(strip_target))), generator)
                 features.append(strip[keep])
                 targets.append(strip_target[keep])
@@ -327,9 +342,8 @@ def fit_refiner(
     x, y = torch.cat(features), torch.cat(targets)
     refiner.shift.copy_(x.mean(0))
     refiner.spread.copy_(x.std(0).clamp_min(1e-4))
-    present = [int(k) for k in torch.unique(y)]
-    pools = {k: torch.nonzero(y == k).flatten() for k in present}
-    per_class = {k: max(int(n_pixels * len(p) / len(y)), n_pixels // 10) for k, p in pools.items()}
+    per_class = _class_quotas(counts, n_pixels)
+    pools = {k: torch.nonzero(y == k).flatten() for k in per_class}
     optimiser = torch.optim.Adam(refiner.head.parameters(), lr=lr)
     start, steps, loss_value = time.perf_counter(), 0, float("nan")
     refiner.train()

@@ -421,8 +421,9 @@ def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
     calls = []
     real = adapt_module.adapt_propagator
 
-    def spy(propagator, pairs, seconds, classes=None, cross_fit=False):
+    def spy(propagator, pairs, seconds, classes=None, cross_fit=False, max_steps=None):
         calls.append((seconds, cross_fit))
+        assert max_steps is None  # the CLI bounds adaptation by time only
         return real(propagator, pairs, seconds, classes=classes, cross_fit=cross_fit)
 
     monkeypatch.setattr(adapt_module, "adapt_propagator", spy)

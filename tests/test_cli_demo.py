@@ -58,15 +58,17 @@ def test_demo_propagates_the_sample_and_scores_it(offline, tmp_path, capsys):
 
 def test_demo_with_refinement_reports_the_fit(offline, tmp_path, capsys):
     out = tmp_path / "refined"
-    assert cli.main(["demo", "--out", str(out), "--device", "cpu", "--refine", "5"]) == 0
+    # a generous budget: the fit stops at its 400 steps (about 8 s on 2 idle cores), so a loaded machine
+    # gives the same refiner instead of a half-trained one (5 s under load gave F1 ≈ 0)
+    assert cli.main(["demo", "--out", str(out), "--device", "cpu", "--refine", "60"]) == 0
     captured = capsys.readouterr()
-    assert "refiner fitted on the references" in captured.err
+    assert "refiner fitted on the references" in captured.err and ": 400 steps on" in captured.err
     rows = ROW.findall(captured.out)
     assert len(rows) == 3, captured.out
-    # measured with --refine 5: F1 0.60 / 0.82 / 0.69 and IoU 0.91 on every target (0.77-0.82 unrefined);
-    # an unusable refiner (all background, or one blob) scores about 0
-    assert np.mean([float(r[3]) for r in rows]) > 0.6, captured.out
-    assert np.mean([float(r[5]) for r in rows]) > 0.85, captured.out
+    # measured: F1 0.640 / 0.880 / 0.644 and IoU 0.91 on every target (0.77-0.82 unrefined); an unusable
+    # refiner (all background, or one blob) scores about 0
+    assert np.mean([float(r[3]) for r in rows]) > 0.65, captured.out
+    assert np.mean([float(r[5]) for r in rows]) > 0.88, captured.out
 
 
 def test_embedded_preset_loads_with_its_input_side(offline):

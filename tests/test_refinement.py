@@ -8,6 +8,7 @@ import torch
 from conftest import build_tiny
 
 from sine_model import refinement
+from sine_model.calibration import reference_folds
 from sine_model.inputs import PropagationError
 from sine_model.metrics import foreground_iou, match_instances
 from sine_model.propagate import Propagator
@@ -140,6 +141,25 @@ def test_large_references_are_sampled_class_balanced():
     keep = refinement._sample(target, 300, torch.Generator().manual_seed(0))
     assert len(keep) == 300 and len(set(keep.tolist())) == 300
     assert (target[keep] == 1).sum() == 50 and (target[keep] == 2).sum() == 50  # rare classes kept whole
+
+
+def test_step_quotas_follow_the_references_not_the_kept_sample(monkeypatch):
+    quotas = refinement._class_quotas({0: 900, 2: 30, 1: 70}, 1000)
+    assert quotas == {0: 900, 1: 100, 2: 100}  # shares, with a floor of a tenth
+    assert list(refinement._class_quotas({2: 5, 0: 5}, 10)) == [0, 2]  # class order fixed (seeded draws)
+    seen = []
+    real = refinement._class_quotas
+    monkeypatch.setattr(refinement, "_class_quotas",
+                        lambda counts, n: seen.append(dict(counts)) or real(counts, n))
+    propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
+    image, labels = disk_scene(4)
+    fit = fit_refiner(propagator, [(image, labels)], seconds=5, max_steps=2, max_pixels=2000)
+    assert fit.pixels < labels.size  # the kept sample is class-balanced …
+    # … but the step quotas count every pixel of the held-out halves
+    halves = [held[1] for _, held in reference_folds([(image, labels)])]
+    class_of = dict.fromkeys(range(1, 11), 1)
+    truth = np.concatenate([refinement._targets(h, class_of, [1]).ravel() for h in halves])
+    assert truth.size == labels.size and seen == [{k: int((truth == k).sum()) for k in range(3)}]
 
 
 def test_fit_refiner_without_halves_uses_the_whole_reference():
