@@ -207,8 +207,7 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
     try:
         yield Status(f"loading model {request.preset}")
         propagator = holder.get(request)
-        classes = dict(request.classes) if request.classes else None
-        preparation = ReferencePreparation(propagator, list(request.pairs), classes,
+        preparation = ReferencePreparation(propagator, request.pairs, request.classes,
                                            calibrate=request.calibrate, adapt_seconds=request.adapt_seconds,
                                            refine_seconds=request.refine_seconds)
         for message in preparation.stages():  # checks the references before any adaptation

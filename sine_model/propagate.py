@@ -372,7 +372,7 @@ class Propagator:
             for start in range(0, len(jobs), self.batch_size):
                 stop = start + self.batch_size
                 features = self._encode(torch.cat(tensors[start:stop]))
-                with self._autocast():
+                with self._encoder.autocast():
                     raw = self.model.decode(features, tokens, return_aux=False)
                 for b, ((n, tile), geometry) in enumerate(zip(jobs[start:stop], geometries[start:stop],
                                                                strict=True)):
@@ -414,9 +414,6 @@ class Propagator:
         valid = (min(self.pad, max(1, round(height * self.scale))),
                  min(self.pad, max(1, round(width * self.scale))))
         return Geometry(pad=self.pad, valid_hw=valid, original_hw=(height, width))
-
-    def _autocast(self):
-        return self._encoder.autocast()
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         """Neck features for (B, 3, P, P) images; encoder features come from the cache when possible."""

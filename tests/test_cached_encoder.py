@@ -8,10 +8,16 @@ from conftest import TINY_P, build_tiny
 from sine_model.cached_encoder import CachedEncoder
 
 
-def test_reuses_encoder_features_and_always_runs_the_neck():
+def tiny_setup(n_images: int):
+    """A tiny model, a CachedEncoder for it (CPU, full precision) and ``n_images`` random inputs."""
     model = build_tiny()
     encoder = CachedEncoder(model, torch.device("cpu"), None, TINY_P)
-    images = torch.randn(2, 3, TINY_P, TINY_P, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(n_images, 3, TINY_P, TINY_P, generator=torch.Generator().manual_seed(0))
+    return model, encoder, images
+
+
+def test_reuses_encoder_features_and_always_runs_the_neck():
+    model, encoder, images = tiny_setup(2)
     with torch.inference_mode():
         first = encoder.encode(model, images)
         assert len(encoder.cache) == 2 and encoder.cache.hits == 0
@@ -27,9 +33,7 @@ def test_reuses_encoder_features_and_always_runs_the_neck():
 
 
 def test_clear_refingerprints_a_changed_encoder():
-    model = build_tiny()
-    encoder = CachedEncoder(model, torch.device("cpu"), None, TINY_P)
-    images = torch.randn(1, 3, TINY_P, TINY_P, generator=torch.Generator().manual_seed(0))
+    model, encoder, images = tiny_setup(1)
     with torch.inference_mode():
         before = encoder.encode(model, images)
         with torch.no_grad():
