@@ -4,8 +4,12 @@ Build the model with :func:`build_sine`; prepare inputs with :mod:`sine_model.tr
 outputs into masks with :mod:`sine_model.postprocess`.
 """
 
-from .context import ReferenceTokens
-from .encoder import ENCODER_CONFIGS, EncoderConfig
-from .model import SINE, build_sine
+from . import triton_guard
+
+triton_guard.install()  # before anything can import torch._dynamo: see sine_model/triton_guard.py
+
+from .context import ReferenceTokens  # noqa: E402
+from .encoder import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
+from .model import SINE, build_sine  # noqa: E402
 
 __all__ = ["SINE", "build_sine", "EncoderConfig", "ENCODER_CONFIGS", "ReferenceTokens"]

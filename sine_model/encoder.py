@@ -1,4 +1,10 @@
-"""Image encoder: a frozen DINOv2 ViT (built on timm) followed by SINE's trainable neck.
+"""Image encoder: a frozen DINOv2 ViT followed by SINE's trainable neck.
+
+The ViT is written here rather than taken from timm: importing timm imports torchvision, which imports
+``torch._dynamo`` and triton, and triton's own LLVM crashes a process where Mesa's OpenGL (llvmpipe)
+is already loaded, i.e. napari on most Linux desktops (see docs/architecture.md, "Imports at run time").
+The blocks are the plain pre-norm ViT blocks of DINOv2 and timm (same operations in the same order; a
+test compares them with timm's ``VisionTransformer`` when timm is installed).
 
 The ViT keeps the official DINOv2 parameter names (``cls_token``, ``pos_embed``, ``mask_token``,
 ``patch_embed.proj``, flat ``blocks.N`` with LayerScale ``ls1``/``ls2``, ``norm``) so the official
@@ -14,11 +20,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from .layers import LayerNorm2d
@@ -78,8 +82,76 @@ def encoder_config(encoder: str | EncoderConfig) -> EncoderConfig:
         ) from None
 
 
-class DinoV2Encoder(VisionTransformer):
-    """DINOv2 ViT on timm's implementation, with DINOv2's names, feature and position interpolation.
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches → tokens (official key ``patch_embed.proj``)."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual scale (official key ``gamma``)."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class ViTAttention(nn.Module):
+    """Multi-head self-attention with a packed ``qkv`` projection (official keys ``qkv``, ``proj``)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class ViTMlp(nn.Module):
+    """FFN of a ViT block: ``fc1`` → exact GELU → ``fc2``."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm ViT block with LayerScale: ``x + ls1(attn(norm1(x)))``, then ``x + ls2(mlp(norm2(x)))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ViTAttention(dim, num_heads)
+        self.ls1 = LayerScale(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = ViTMlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class DinoV2Encoder(nn.Module):
+    """DINOv2 ViT with DINOv2's parameter names, pre-norm feature and position interpolation.
 
     Parameters
     ----------
@@ -88,21 +160,30 @@ class DinoV2Encoder(VisionTransformer):
     """
 
     def __init__(self, config: EncoderConfig) -> None:
-        super().__init__(
-            img_size=config.pretrain_size,
-            patch_size=config.patch_size,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            num_heads=config.num_heads,
-            mlp_ratio=config.mlp_ratio,
-            qkv_bias=True,
-            init_values=1e-5,  # LayerScale exists in DINOv2 (ls1.gamma / ls2.gamma)
-            num_classes=0,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        )
+        super().__init__()
         self.config = config
+        dim = config.embed_dim
+        grid = config.pretrain_size // config.patch_size
+        self.patch_embed = PatchEmbed(config.patch_size, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         # Present in the official checkpoint (masked-image pretraining); unused at inference.
-        self.mask_token = nn.Parameter(torch.zeros(1, config.embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        self.blocks = nn.Sequential(
+            *(ViTBlock(dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
+        )
+        # Loaded with the checkpoint but not applied: the official feature is the pre-norm output.
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Random initialisation for untrained use (tests, training); checkpoints overwrite it."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
 
     @property
     def pretrain_grid(self) -> int:
