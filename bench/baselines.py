@@ -15,7 +15,8 @@ maps per target (``semantic`` holds class ids, 1 for single-class references).
 The instance step (connected components, or watershed on the distance transform with a seed spacing
 proportional to the reference's typical object radius) and a minimum object size are chosen on the
 reference: each candidate is applied to the reference's own true foreground and the one with the best
-instance F1 against the reference labels is kept (:mod:`sine_model.instance_split`, which the engine's
+instance F1 against the reference labels is kept (:mod:`sine_model.postprocess.instance_split`, which the
+engine's
 instances from the semantic answer use too). Nothing is tuned on targets.
 """
 
@@ -28,8 +29,8 @@ import numpy as np
 from skimage.feature import multiscale_basic_features
 from skimage.filters import gaussian, threshold_otsu
 
-from sine_model.border_instances import inner_rim, seeded_instances
-from sine_model.instance_split import InstanceStep, choose_instance_step
+from sine_model.postprocess.border_instances import inner_rim, seeded_instances
+from sine_model.postprocess.instance_split import InstanceStep, choose_instance_step
 
 __all__ = ["Runner", "Prediction", "InstanceStep", "RandomForestBaseline", "OtsuBaseline",
            "normalise_image", "choose_instance_step"]

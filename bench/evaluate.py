@@ -251,10 +251,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "engine's 'semantic'), and/or its plain connected components")
     parser.add_argument("--calibrate", action="store_true",
                         help="choose the model's scale and instance split rules on each reference "
-                             "(sine_model.calibration: cross-validation between reference halves)")
+                             "(sine_model.fitting.calibration: cross-validation between reference halves)")
     parser.add_argument("--refine", type=float, nargs="+", default=[0.0], metavar="SECONDS",
-                        help="fit the full-resolution refiner (sine_model.refinement) on each reference "
-                             "for SECONDS (0: none); several values run the model once per value")
+                        help="fit the full-resolution refiner (sine_model.fitting.refiner) on each "
+                             "reference for SECONDS (0: none); several values run the model once per value")
     parser.add_argument("--refine-ablation", action="store_true",
                         help="also run each refined model with a refiner that ignores the model's maps "
                              "(a pixel classifier on the same features: what the model adds)")

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from baselines import Prediction
 
-from sine_model.components import min_areas_by_class, semantic_components
-from sine_model.preparation import ReferencePreparation
+from sine_model.fitting.preparation import ReferencePreparation
+from sine_model.postprocess.components import min_areas_by_class, semantic_components
 
 __all__ = ["HARNESS_INSTANCE_SOURCES", "ModelRunner", "make_model"]
 
@@ -29,7 +29,7 @@ class ModelRunner:
                  instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
                  refine_seconds: float = 0.0, refine_with_model: bool = True, cross_fit: bool = True,
                  colour_features: bool = True, adapt_max_steps: int | None = None) -> None:
-        from sine_model.propagate import Propagator
+        from sine_model.engine.propagator import Propagator
 
         self.name = name
         self.modes = tuple(modes)
@@ -42,7 +42,7 @@ class ModelRunner:
         self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
             if sources != (engine_source,) else {}
         self.refine_seconds = float(refine_seconds)
-        self.refine_fits: list = []  # sine_model.refinement.RefinerFit per reference
+        self.refine_fits: list = []  # sine_model.postprocess.pixel_refiner.RefinerFit per reference
         self.refine_with_model = refine_with_model
         self.colour_features = colour_features  # the refiner's per-channel features of colour images
         self.cross_fit = cross_fit  # adapt per reference half when refining after adaptation
@@ -59,7 +59,7 @@ class ModelRunner:
         self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
         self.calibrate = calibrate
         self.scale = float(scale)
-        self.calibrations: list = []  # sine_model.calibration.Calibration per reference
+        self.calibrations: list = []  # sine_model.fitting.calibration.Calibration per reference
         self._ref_ndim = 2
 
     def fit(self, image: np.ndarray, labels: np.ndarray, classes=None) -> None:
@@ -120,7 +120,7 @@ def make_model(spec: str, device: str | None = None):
         torch.manual_seed(0)
         return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
                           num_decoder_layers=3, num_queries=10).eval(), 112
-    from sine_model.weights import from_pretrained
+    from sine_model.hub.pretrained import from_pretrained
 
     model = from_pretrained(spec, device)
     return model, model.input_pad

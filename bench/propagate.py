@@ -51,11 +51,11 @@ def run_one(encoder: str, count: int, pad: int, naive: bool, cache_mb: int, devi
     import torch
 
     from sine_model import build_sine
-    from sine_model.context import ReferenceTokens
-    from sine_model.propagate import Propagator
-    from sine_model.stitching import TileOutput, stitch_id, stitch_instances, stitch_semantic
-    from sine_model.tiling import plan_tiles
-    from sine_model.transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
+    from sine_model.engine.propagator import Propagator
+    from sine_model.engine.stitching import TileOutput, stitch_id, stitch_instances, stitch_semantic
+    from sine_model.engine.tiling import plan_tiles
+    from sine_model.modeling.context import ReferenceTokens
+    from sine_model.preprocess.transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
 
     torch.manual_seed(0)
     model = build_sine(encoder).eval()

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 
+from sine_model import InputError
+from sine_model import parse_classes as sine_parse_classes
+
 __all__ = [
     "InputError",
     "ReferenceChoice",
@@ -27,10 +30,6 @@ __all__ = [
     "plane_view",
     "check_channels",
 ]
-
-
-class InputError(ValueError):
-    """A problem with the user's choices; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -168,18 +167,5 @@ def check_channels(references: Sequence[ReferenceChoice], targets: Sequence[Targ
 
 
 def parse_classes(text: str) -> dict[int, int] | None:
-    """Parse ``LABEL:CLASS`` pairs (``1:1, 2:1, 3:2``); empty text means one class for all labels."""
-    classes: dict[int, int] = {}
-    for item in filter(None, (part.strip() for part in text.replace(";", ",").split(","))):
-        label, sep, cls = item.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            key, value = int(label), int(cls)
-        except ValueError:
-            raise InputError(f"classes: cannot read {item!r}; write LABEL:CLASS pairs such as "
-                             "1:1, 2:1, 3:2 (or leave the field empty for one class)") from None
-        if key < 1 or value < 1:
-            raise InputError(f"classes: {item!r} must use positive numbers (label ≥ 1, class ≥ 1)")
-        classes[key] = value
-    return classes or None
+    """Parse the classes field (``1:1, 2:1``; :func:`sine_model.parse_classes`); empty means one class."""
+    return sine_parse_classes(text) or None

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Layer
 
-from sine_model.propagate import TargetResult
+from sine_model import TargetResult
 
 from ._inputs import TargetPlane, spatial_shape
 

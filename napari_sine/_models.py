@@ -2,7 +2,7 @@
 
 Every registered preset is listed. Presets whose weights are installed can be chosen; the others are
 listed with the steps that install them (``napari-sine weights import …``). The default follows
-:func:`sine_model.weights.default_preset`: the official ``sine-vitl`` when its weights are installed,
+:func:`sine_model.hub.pretrained.default_preset`: the official ``sine-vitl`` when its weights are installed,
 else an *embedded* preset (weights shipped inside the package), else any installed preset.
 """
 
@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sine_model.presets import OFFICIAL_PRESET, Preset, list_presets
-from sine_model.weights import installed_weights
-from sine_model.weights_cache import install_steps
+from sine_model import OFFICIAL_PRESET, Preset, install_steps, installed_weights, list_presets
 
 __all__ = ["ModelChoice", "model_choice", "model_choices", "default_model", "available_devices"]
 

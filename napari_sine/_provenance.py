@@ -57,7 +57,7 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
     Parameters
     ----------
     record : dict
-        A run record (see :func:`napari_sine._runner.run_record`).
+        A run record (see :func:`napari_sine._qt.runner.run_record`).
 
     Returns
     -------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sine_model.sample_data import load_sample
+from sine_model import load_sample
 
 __all__ = ["nuclei_sample"]
 

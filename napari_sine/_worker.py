@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from sine_model.preparation import ReferencePreparation
-from sine_model.presets import get_preset
-from sine_model.propagate import Propagator, TargetResult
-from sine_model.weights import from_pretrained, installed_weights
+from sine_model import (
+    Propagator,
+    ReferencePreparation,
+    TargetResult,
+    from_pretrained,
+    get_preset,
+    installed_weights,
+)
 
 __all__ = ["RunRequest", "Status", "Started", "ModelHolder", "RunFailed", "propagation_steps"]
 
@@ -73,13 +77,13 @@ class RunRequest:
         Tiles per model call.
     adapt_seconds : float
         Test-time adaptation budget (0 = none): the neck and decoder of a copy of the model are
-        fine-tuned on the references first (:func:`sine_model.training.adapt.adapt_propagator`).
+        fine-tuned on the references first (:func:`sine_model.fitting.adaptation.adapt_propagator`).
     calibrate : bool
         Choose the scale and the instance split rules on the references first
-        (:func:`sine_model.calibration.calibrate`; the chosen scale replaces ``scale``).
+        (:func:`sine_model.fitting.calibration.calibrate`; the chosen scale replaces ``scale``).
     refine_seconds : float
         Training budget of the full-resolution refiner (0 = none), fitted on the references after any
-        adaptation (:func:`sine_model.refinement.fit_refiner`).
+        adaptation (:func:`sine_model.fitting.refiner.fit_refiner`).
     """
 
     preset: str

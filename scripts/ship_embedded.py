@@ -18,8 +18,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from sine_model.presets import EMBEDDED_PRESET, get_preset, register_preset
-from sine_model.weights import META_TRAINED_MODEL, from_pretrained, save_preset_weights
+from sine_model.hub.presets import EMBEDDED_PRESET, get_preset, register_preset
+from sine_model.hub.pretrained import META_TRAINED_MODEL, from_pretrained, save_preset_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

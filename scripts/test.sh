@@ -12,9 +12,8 @@
 #   3. torch + torchvision at the pinned versions FIRST (a bare `torch` requirement would pull
 #      whatever pip finds; 2.14.1/0.29.1 are the versions the project is tested with);
 #   4. `pip install -e ".[test]"`;
-#   5. the npe2 manifest's two copies are identical (see pyproject.toml);
-#   6. `ruff check .`;
-#   7. `python -m pytest -q` (pytest's exit code is kept: no tests collected, exit 5, is a failure).
+#   5. `ruff check .`;
+#   6. `python -m pytest -q` (pytest's exit code is kept: no tests collected, exit 5, is a failure).
 #
 # Environment knobs (PYTHON, VENV, TORCH_PACKAGES): scripts/venv.sh.
 set -euo pipefail
@@ -101,20 +100,10 @@ install_system_packages() {
         "${missing[@]}"
 }
 
-check_manifest_copies() {
-    if ! cmp -s napari.yaml napari_sine/napari.yaml; then
-        echo "error: napari.yaml and napari_sine/napari.yaml differ;" \
-             "edit the root file, then: cp napari.yaml napari_sine/napari.yaml" >&2
-        return 1
-    fi
-    echo "identical"
-}
-
 step "system packages (Xvfb, Qt xcb libraries)" install_system_packages
 step "virtual environment" make_venv
 # shellcheck disable=SC2086  # TORCH_PACKAGES is a space-separated list on purpose
 step "torch first ($TORCH_PACKAGES)" "$PY" -m pip install $TORCH_PACKAGES
 step "pip install -e .[test]" "$PY" -m pip install -e ".[test]"
-step "npe2 manifest copies" check_manifest_copies
 step "ruff check" "$PY" -m ruff check .
 step "pytest" "$PY" -m pytest -q "$@"

@@ -1,15 +1,198 @@
 """sine_model — a napari-free PyTorch implementation of SINE in-context segmentation.
 
-Build the model with :func:`build_sine`; prepare inputs with :mod:`sine_model.transforms` and turn raw
-outputs into masks with :mod:`sine_model.postprocess`.
+The public API is importable from here; everything is loaded on first use, so ``import sine_model`` is
+cheap (torch loads when a model, the engine or the fitting stages are first touched)::
+
+    from sine_model import Propagator, ReferencePreparation, from_pretrained
+
+    model = from_pretrained("sine-embedded")            # or "sine-vitl" after `napari-sine weights import`
+    propagator = Propagator(model)
+    ReferencePreparation(propagator, [(image, labels)]).run()
+    for result in propagator.propagate(stack, stack_axis=0):
+        result.labels["instance"]
+
+Layers, each importing only from the ones below it (``tests/test_layering.py`` enforces it):
+
+1. ``errors``, ``modes``, ``metrics``, ``labelmaps``, ``triton_guard``, ``sample_data`` — base
+2. ``preprocess/``, ``io/`` — images and files in and out
+3. ``modeling/`` — the nn modules, :class:`ModelConfig`, :func:`build_model`
+4. ``postprocess/`` — model outputs to label maps
+5. ``hub/`` (presets, weights) and ``engine/`` (the :class:`Propagator`)
+6. ``training/``
+7. ``fitting/`` — what is fitted on the user's references at run time
+8. ``cli/`` — the ``napari-sine`` command
 """
 
-from . import triton_guard
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sine_model import triton_guard
 
 triton_guard.install()  # before anything can import torch._dynamo: see sine_model/triton_guard.py
 
-from .context import ReferenceTokens  # noqa: E402
-from .encoder import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
-from .model import SINE, build_sine  # noqa: E402
+#: Public name → module that defines it (loaded on first access).
+_API: dict[str, str] = {
+    # model
+    "SINE": "sine_model.modeling.sine",
+    "ModelConfig": "sine_model.modeling.config",
+    "build_model": "sine_model.modeling.config",
+    "build_sine": "sine_model.modeling.config",
+    "EncoderConfig": "sine_model.modeling.encoder",
+    "ENCODER_CONFIGS": "sine_model.modeling.encoder",
+    "ReferenceTokens": "sine_model.modeling.context",
+    # presets and weights
+    "Preset": "sine_model.hub.presets",
+    "WeightSource": "sine_model.hub.presets",
+    "LicenceNotice": "sine_model.hub.presets",
+    "InputSpec": "sine_model.hub.presets",
+    "PRESETS": "sine_model.hub.presets",
+    "OFFICIAL_PRESET": "sine_model.hub.presets",
+    "EMBEDDED_PRESET": "sine_model.hub.presets",
+    "get_preset": "sine_model.hub.presets",
+    "list_presets": "sine_model.hub.presets",
+    "register_preset": "sine_model.hub.presets",
+    "from_pretrained": "sine_model.hub.pretrained",
+    "default_preset": "sine_model.hub.pretrained",
+    "import_checkpoint": "sine_model.hub.pretrained",
+    "installed_weights": "sine_model.hub.pretrained",
+    "save_preset_weights": "sine_model.hub.pretrained",
+    "verify_installed": "sine_model.hub.pretrained",
+    "install_steps": "sine_model.hub.cache",
+    # engine and results
+    "Propagator": "sine_model.engine.propagator",
+    "TargetResult": "sine_model.engine.stitching",
+    "ObjectScore": "sine_model.engine.stitching",
+    "select_device": "sine_model.engine.device",
+    # fitting on the references
+    "ReferencePreparation": "sine_model.fitting.preparation",
+    # files
+    "read_image": "sine_model.io.readers",
+    "open_image": "sine_model.io.readers",
+    "ResultWriter": "sine_model.io.result_writer",
+    "load_sample": "sine_model.sample_data",
+    # modes and options
+    "MODES": "sine_model.modes",
+    "INSTANCE_SOURCES": "sine_model.modes",
+    "DEFAULT_THRESHOLDS": "sine_model.modes",
+    "parse_classes": "sine_model.modes",
+    "parse_modes": "sine_model.modes",
+    # errors
+    "SineError": "sine_model.errors",
+    "InputError": "sine_model.errors",
+    "PropagationError": "sine_model.errors",
+    "InputFileError": "sine_model.errors",
+    "ConfigError": "sine_model.errors",
+    "CliError": "sine_model.errors",
+    "WeightsError": "sine_model.errors",
+    "WeightsNotFoundError": "sine_model.errors",
+}
 
-__all__ = ["SINE", "build_sine", "EncoderConfig", "ENCODER_CONFIGS", "ReferenceTokens"]
+__all__ = [
+    "CliError",
+    "ConfigError",
+    "DEFAULT_THRESHOLDS",
+    "EMBEDDED_PRESET",
+    "ENCODER_CONFIGS",
+    "EncoderConfig",
+    "INSTANCE_SOURCES",
+    "InputError",
+    "InputFileError",
+    "InputSpec",
+    "LicenceNotice",
+    "MODES",
+    "ModelConfig",
+    "OFFICIAL_PRESET",
+    "ObjectScore",
+    "PRESETS",
+    "Preset",
+    "PropagationError",
+    "Propagator",
+    "ReferencePreparation",
+    "ReferenceTokens",
+    "ResultWriter",
+    "SINE",
+    "SineError",
+    "TargetResult",
+    "WeightSource",
+    "WeightsError",
+    "WeightsNotFoundError",
+    "build_model",
+    "build_sine",
+    "default_preset",
+    "from_pretrained",
+    "get_preset",
+    "import_checkpoint",
+    "install_steps",
+    "installed_weights",
+    "list_presets",
+    "load_sample",
+    "open_image",
+    "parse_classes",
+    "parse_modes",
+    "read_image",
+    "register_preset",
+    "save_preset_weights",
+    "select_device",
+    "verify_installed",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sine_model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+if TYPE_CHECKING:  # static analysers see the real names
+    from sine_model.engine.device import select_device
+    from sine_model.engine.propagator import Propagator
+    from sine_model.engine.stitching import ObjectScore, TargetResult
+    from sine_model.errors import (
+        CliError,
+        ConfigError,
+        InputError,
+        InputFileError,
+        PropagationError,
+        SineError,
+        WeightsError,
+        WeightsNotFoundError,
+    )
+    from sine_model.fitting.preparation import ReferencePreparation
+    from sine_model.hub.cache import install_steps
+    from sine_model.hub.presets import (
+        EMBEDDED_PRESET,
+        OFFICIAL_PRESET,
+        PRESETS,
+        InputSpec,
+        LicenceNotice,
+        Preset,
+        WeightSource,
+        get_preset,
+        list_presets,
+        register_preset,
+    )
+    from sine_model.hub.pretrained import (
+        default_preset,
+        from_pretrained,
+        import_checkpoint,
+        installed_weights,
+        save_preset_weights,
+        verify_installed,
+    )
+    from sine_model.io.readers import open_image, read_image
+    from sine_model.io.result_writer import ResultWriter
+    from sine_model.modeling.config import ModelConfig, build_model, build_sine
+    from sine_model.modeling.context import ReferenceTokens
+    from sine_model.modeling.encoder import ENCODER_CONFIGS, EncoderConfig
+    from sine_model.modeling.sine import SINE
+    from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, parse_classes, parse_modes
+    from sine_model.sample_data import load_sample

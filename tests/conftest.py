@@ -17,6 +17,18 @@ def build_tiny(seed: int = 0):
     return build_sine(TINY_ENCODER, **TINY_KWARGS).eval()
 
 
+def build_embedded(kind: str = "cnn", **overrides):
+    """A random embedded-architecture model: the embedded preset's ModelConfig with ``kind`` and overrides."""
+    from dataclasses import replace
+
+    from sine_model import EMBEDDED_PRESET, build_model, get_preset
+
+    for name in ("channels", "sigmas"):
+        if name in overrides:
+            overrides[name] = tuple(overrides[name])
+    return build_model(replace(get_preset(EMBEDDED_PRESET).model, kind=kind, **overrides))
+
+
 def rect_mask(side: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
     mask = torch.zeros(side, side, dtype=torch.bool)
     mask[top : top + height, left : left + width] = True

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import TINY_ENCODER, TINY_KWARGS, build_tiny
 
-from sine_model import weights as W
-from sine_model.presets import PRESETS, LicenceNotice, Preset, WeightSource
+from sine_model import ModelConfig
+from sine_model.hub import pretrained as W
+from sine_model.hub.presets import PRESETS, LicenceNotice, Preset, WeightSource
 
 ENC = W.ENCODER_PREFIX
 
@@ -55,7 +56,7 @@ def tiny_preset(name: str = "tiny-test", **changes: Any) -> Preset:
     preset = Preset(
         name=name,
         description="tiny test preset",
-        architecture=dict(encoder=TINY_ENCODER, **TINY_KWARGS),
+        model=ModelConfig(kind=TINY_ENCODER, **TINY_KWARGS),
         weights=WeightSource("url", "https://example.invalid/tiny.bin", filename="tiny.bin"),
         encoder_weights=(
             WeightSource("hf_hub", "test/tiny-dinov2", filename="model.safetensors"),

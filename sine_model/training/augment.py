@@ -201,7 +201,7 @@ def intensity_jitter(image: np.ndarray, rng: np.random.Generator, config: Augmen
     Parameters
     ----------
     image : np.ndarray
-        Float image with values in [0, 1] (e.g. from :func:`sine_model.transforms.to_rgb_float`).
+        Float image with values in [0, 1] (e.g. from :func:`sine_model.preprocess.transforms.to_rgb_float`).
     rng : np.random.Generator
         Source of randomness.
     config : AugmentConfig

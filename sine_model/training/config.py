@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sine_model.modeling.config import ModelConfig
 from sine_model.training.augment import AugmentConfig
 from sine_model.training.dataclass_parse import ConfigError, build_dataclass
 from sine_model.training.synthetic import SceneConfig
 
 __all__ = [
     "ConfigError",
-    "ModelConfig",
+    "ModelSection",
     "OptimConfig",
     "LossConfig",
     "SyntheticSource",
@@ -49,17 +50,11 @@ __all__ = [
     "config_from_dict",
 ]
 
-MODEL_KINDS = ("cnn", "filterbank", "vits", "vitb", "vitl")
-
-
-@dataclass
-class ModelConfig:
-    """Architecture (keyword arguments of :func:`~sine_model.embedded.build_embedded` or ``build_sine``).
-
-    ``encoder_dim``, ``channels`` and ``sigmas`` apply to the embedded kinds only. ``freeze_encoder``
-    defaults to False for the embedded encoders and True for the DINOv2 ViTs. ``init`` is an optional
-    safetensors state dict to start from (strict load).
-    """
+@dataclass(frozen=True)
+class ModelSection(ModelConfig):
+    """``[model]`` of a training config: a :class:`~sine_model.modeling.config.ModelConfig` with the
+    embedded recipe's defaults (small CNN, dim 128) and ``init``, an optional napari-sine
+    safetensors state dict to start from (strict load)."""
 
     kind: str = "cnn"
     dim: int = 128
@@ -68,20 +63,12 @@ class ModelConfig:
     num_fusion_layers: int = 1
     num_decoder_layers: int = 3
     num_queries: int = 50
-    gaussian_sigma: float = 10.0
-    encoder_dim: int = 256
-    channels: tuple[int, ...] | None = None
-    sigmas: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0)
-    freeze_encoder: bool | None = None
     init: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        for name in ("dim", "num_heads", "ffn_dim", "num_decoder_layers", "num_queries", "encoder_dim"):
-            _positive(name, getattr(self, name))
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+    def architecture(self) -> ModelConfig:
+        """The architecture alone (what an export records)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)}
+        return ModelConfig(**fields)
 
 
 @dataclass
@@ -228,7 +215,7 @@ class DataConfig:
 class TrainConfig:
     """Everything a training run needs (see the module docstring for the file layout)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSection = field(default_factory=ModelSection)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(synthetic=[SyntheticSource()]))
@@ -292,7 +279,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | os.PathLike[str] | No
             folder.root = resolve(folder.root) or folder.root
             folder.manifest = resolve(folder.manifest)
             folder.exclude_splits = resolve(folder.exclude_splits)
-        config.model.init = resolve(config.model.init)
+        config.model = dataclasses.replace(config.model, init=resolve(config.model.init))
         config.out_dir = resolve(config.out_dir)
     return config
 

@@ -7,11 +7,9 @@ import types
 import typing
 from typing import Any
 
+from sine_model.errors import ConfigError
+
 __all__ = ["ConfigError", "build_dataclass"]
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot be used; the message says where and why."""
 
 
 def _type_name(tp: Any) -> str:

@@ -2,7 +2,7 @@
 
 Layout: ``root/images/<id>.png|tif|tiff|jpg|jpeg`` and ``root/labels/<id>.tif|tiff|png`` (instance
 labels, 0 = background, same file stem), plus an optional ``manifest.csv`` with a group column.
-Files are read (tifffile / imageio through :func:`sine_model.io.read_image`) only when the pair
+Files are read (tifffile / imageio through :func:`sine_model.io.readers.read_image`) only when the pair
 sampler first needs them.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sine_model.io import read_image
+from sine_model.io.readers import read_image
 from sine_model.training.pairs import PairItem
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")

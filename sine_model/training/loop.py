@@ -35,26 +35,27 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sine_model.device import select_device
-from sine_model.model import SINE, build_sine
+from sine_model.engine.device import select_device
+from sine_model.hub.training_export import META_TRAINED_MODEL
+from sine_model.modeling.config import build_model
+from sine_model.modeling.sine import SINE
 from sine_model.training.checkpoints import (
     CheckpointState,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from sine_model.training.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from sine_model.training.config import DataConfig, LossConfig, ModelSection, TrainConfig
 from sine_model.training.folders import folder_groups
 from sine_model.training.losses import SetCriterion
 from sine_model.training.pairs import Episode, PairConfig, PairSampler
 from sine_model.training.synthetic import synthetic_groups
-from sine_model.training_export import META_TRAINED_MODEL
 
 __all__ = [
     "Trainer",
     "TrainResult",
     "train",
-    "build_model",
+    "build_model_for_training",
     "build_sampler",
     "build_criterion",
     "param_groups",
@@ -70,25 +71,9 @@ class EpisodeSource(Protocol):
     def sample(self, rng: np.random.Generator | None = None) -> Episode: ...
 
 
-def build_model(config: ModelConfig) -> SINE:
-    """The SINE model of a :class:`ModelConfig` (random weights, or ``config.init`` loaded strictly)."""
-    if config.kind in ("cnn", "filterbank"):
-        from sine_model.embedded import build_embedded
-
-        model = build_embedded(
-            config.kind, dim=config.dim, num_heads=config.num_heads, ffn_dim=config.ffn_dim,
-            num_fusion_layers=config.num_fusion_layers, num_decoder_layers=config.num_decoder_layers,
-            num_queries=config.num_queries, gaussian_sigma=config.gaussian_sigma,
-            encoder_dim=config.encoder_dim, channels=config.channels, sigmas=config.sigmas,
-            freeze_encoder=bool(config.freeze_encoder),
-        )
-    else:
-        model = build_sine(
-            config.kind, dim=config.dim, num_heads=config.num_heads, ffn_dim=config.ffn_dim,
-            num_fusion_layers=config.num_fusion_layers, num_decoder_layers=config.num_decoder_layers,
-            num_queries=config.num_queries, gaussian_sigma=config.gaussian_sigma,
-            freeze_encoder=config.freeze_encoder is not False,
-        )
+def build_model_for_training(config: ModelSection) -> SINE:
+    """The model of a ``[model]`` section: random weights, or ``config.init`` loaded strictly."""
+    model = build_model(config.architecture())
     if config.init:
         if not Path(config.init).is_file():
             raise ValueError(f"model.init file {config.init} does not exist")
@@ -201,7 +186,7 @@ class Trainer:
         self.device = select_device(device or config.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.model = build_model(config.model).to(self.device)
+            self.model = build_model_for_training(config.model).to(self.device)
         self.sampler = sampler if sampler is not None else build_sampler(config.data)
         self.criterion = build_criterion(config.loss)
         opt = config.optim
@@ -381,7 +366,7 @@ class Trainer:
         """Write the model's weights as safetensors, with the model configuration in the metadata."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         meta = {"format": "pt", "step": str(self.step),
-                META_TRAINED_MODEL: json.dumps(asdict(self.config.model))}
+                META_TRAINED_MODEL: json.dumps(self.config.model.architecture().to_dict())}
         save_file(state, Path(path), metadata=meta)
         return Path(path)
 

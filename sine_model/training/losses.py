@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matcher import HungarianMatcher, class_indices, match_ids
-from .points import point_sample, uncertain_points
+from sine_model.training.matcher import HungarianMatcher, class_indices, match_ids
+from sine_model.training.points import point_sample, uncertain_points
 
 __all__ = ["SetCriterion", "sigmoid_bce_loss", "dice_loss"]
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .points import point_sample, uniform_points
+from sine_model.training.points import point_sample, uniform_points
 
 __all__ = ["HungarianMatcher", "match_ids", "class_indices", "pairwise_bce_cost", "pairwise_dice_cost"]
 

@@ -31,8 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from sine_model.preprocess.transforms import (
+    PATCH_SIZE,
+    Geometry,
+    prepare_labels,
+    rgb_to_model_input,
+    to_rgb_float,
+)
 from sine_model.training.augment import AugmentConfig, augment
-from sine_model.transforms import PATCH_SIZE, Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
 
 
 @dataclass
@@ -42,7 +48,7 @@ class PairItem:
     Parameters
     ----------
     image : np.ndarray
-        2-D or 3-D image (see :func:`sine_model.transforms.to_rgb_float`).
+        2-D or 3-D image (see :func:`sine_model.preprocess.transforms.to_rgb_float`).
     labels : np.ndarray
         ``(H, W)`` instance labels, 0 = background.
     class_of : mapping, np.ndarray or None, optional

@@ -48,8 +48,8 @@ def take_screenshot(viewer, path: str | Path, model: str | None = None, scale: f
 
     from qtpy.QtWidgets import QApplication
 
+    from napari_sine._qt.widget import SineWidget
     from napari_sine._sample_data import nuclei_sample
-    from napari_sine._widget import SineWidget
 
     for data, kwargs, kind in nuclei_sample():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
@@ -94,12 +94,14 @@ def _tiny_preset_fallback(tmp: Path) -> str | None:
     os.environ["SINE_CACHE_DIR"] = str(tmp)
     from sine_plugin_helpers import TINY_ARCH, TINY_PRESET, build_tiny_sine
 
-    from sine_model.presets import InputSpec, LicenceNotice, Preset, WeightSource, register_preset
-    from sine_model.weights import import_checkpoint, save_preset_weights
+    from sine_model import EncoderConfig, ModelConfig
+    from sine_model.hub.presets import InputSpec, LicenceNotice, Preset, WeightSource, register_preset
+    from sine_model.hub.pretrained import import_checkpoint, save_preset_weights
 
     preset = register_preset(Preset(
-        name=TINY_PRESET, description="tiny random SINE (screenshot fallback)", architecture=TINY_ARCH,
-        builder=build_tiny_sine, licence=LicenceNotice(name="test", text="test weights"),
+        name=TINY_PRESET, description="tiny random SINE (screenshot fallback)",
+        model=ModelConfig(kind=EncoderConfig("tiny", 32, 2, 2), **TINY_ARCH),
+        licence=LicenceNotice(name="test", text="test weights"),
         weights=WeightSource(kind="url", location="https://example.invalid/test-tiny",
                              filename="test-tiny.safetensors"),
         input=InputSpec(pad_size=112),

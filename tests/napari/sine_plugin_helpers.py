@@ -16,9 +16,9 @@ import time
 import pytest
 import torch  # noqa: F401  (torch before any Qt binding)
 
-from sine_model import EncoderConfig, build_sine
-from sine_model.presets import PRESETS, InputSpec, LicenceNotice, Preset, WeightSource, register_preset
-from sine_model.weights import import_checkpoint, save_preset_weights
+from sine_model import EncoderConfig, ModelConfig, build_sine
+from sine_model.hub.presets import PRESETS, InputSpec, LicenceNotice, Preset, WeightSource, register_preset
+from sine_model.hub.pretrained import import_checkpoint, save_preset_weights
 
 
 def _import_napari() -> None:
@@ -71,8 +71,7 @@ def tiny_preset_fixture(plugin_env):
     preset = Preset(
         name=TINY_PRESET,
         description="tiny random SINE for tests",
-        architecture=TINY_ARCH,
-        builder=build_tiny_sine,
+        model=ModelConfig(kind=EncoderConfig("tiny", 32, 2, 2), **TINY_ARCH),
         weights=WeightSource(kind="url", location="https://example.invalid/test-tiny",
                              filename="test-tiny.safetensors", description="test weights"),
         licence=LicenceNotice(name="test", text="test weights"),
@@ -91,8 +90,8 @@ def tiny_preset_fixture(plugin_env):
 @pytest.fixture(name="sample_viewer")
 def sample_viewer_fixture(make_napari_viewer, tiny_preset):
     """A viewer with the sample layers and the docked widget set to the tiny preset."""
+    from napari_sine._qt.widget import SineWidget
     from napari_sine._sample_data import nuclei_sample
-    from napari_sine._widget import SineWidget
 
     viewer = make_napari_viewer()
     for data, kwargs, kind in nuclei_sample():

@@ -14,7 +14,7 @@ from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixt
 from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
 from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
 
-from napari_sine._widget import SineWidget
+from napari_sine._qt.widget import SineWidget
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,10 @@ def installed():
         pytest.skip("napari-sine is not installed (pip install -e .)")
 
 
-def test_manifest_copies_are_identical():
-    assert (ROOT / "napari.yaml").read_bytes() == (ROOT / "napari_sine" / "napari.yaml").read_bytes()
+def test_one_manifest_inside_the_package_and_the_root_links_to_it():
+    root, packaged = ROOT / "napari.yaml", ROOT / "napari_sine" / "napari.yaml"
+    assert packaged.is_file() and not packaged.is_symlink()
+    assert root.is_symlink() and root.resolve() == packaged.resolve()
 
 
 def test_npe2_validate_installed_plugin(installed):

@@ -11,10 +11,10 @@ from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fi
 
 from napari_sine._inputs import InputError, TargetPlane
 from napari_sine._layers import ProposalSink
+from napari_sine._qt.review_panel import NEW_LAYER
+from napari_sine._qt.widget import SineWidget
 from napari_sine._review import ScoreFilter, accept
-from napari_sine._review_panel import NEW_LAYER
-from napari_sine._widget import SineWidget
-from sine_model.propagate import ObjectScore, TargetResult
+from sine_model.engine.propagator import ObjectScore, TargetResult
 
 pytestmark = WARNINGS_AS_ERRORS
 

@@ -23,8 +23,8 @@ from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fi
 
 from napari_sine._inputs import TargetPlane
 from napari_sine._layers import FEATURE_COLUMNS, SINE_KEY, ProposalSink
-from sine_model.presets import EMBEDDED_PRESET
-from sine_model.weights import installed_weights
+from sine_model.hub.presets import EMBEDDED_PRESET
+from sine_model.hub.pretrained import installed_weights
 
 MODES = ("id", "instance", "semantic")
 MIN_CPU_SHARE = 0.5  # below this share of a CPU, stalls measure the machine's load, not the plugin

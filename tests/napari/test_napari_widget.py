@@ -9,9 +9,9 @@ from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixt
 from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
 from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
 
+from napari_sine._qt.widget import SineWidget
 from napari_sine._settings import WidgetSettings
-from napari_sine._widget import SineWidget
-from sine_model.presets import EMBEDDED_PRESET, OFFICIAL_PRESET
+from sine_model.hub.presets import EMBEDDED_PRESET, OFFICIAL_PRESET
 
 pytestmark = WARNINGS_AS_ERRORS
 
@@ -141,7 +141,7 @@ def test_replay_command_parses_with_the_cli():
     import shlex
 
     from napari_sine._provenance import cli_command
-    from sine_model.cli import build_parser
+    from sine_model.cli.app import build_parser
 
     record = {
         "references": [{"image": {"layer": "a", "source": "/d/a.png"},

@@ -1,0 +1,152 @@
+"""Helpers shared by the ``napari-sine`` commands: exit codes, option types, loading the model, checking
+``--out``, preparing the references and reporting what each fitting stage did, Ctrl-C handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from sine_model.errors import CliError, InputError
+from sine_model.modes import parse_classes, parse_modes
+
+__all__ = [
+    "EXIT_OK", "EXIT_USAGE", "EXIT_INTERRUPTED", "CliError", "InterruptGuard", "check_out_dir",
+    "check_seconds", "classes_type", "load_model", "modes_type", "package_version", "preparation_report",
+    "prepare_references",
+]
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def package_version() -> str:
+    """The installed napari-sine version (``0.0.0+unknown`` in a source tree never installed)."""
+    try:
+        return version("napari-sine")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def modes_type(text: str) -> tuple[str, ...]:
+    """argparse type of ``--modes``: a comma-separated subset of id,instance,semantic."""
+    try:
+        return parse_modes(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def classes_type(text: str) -> dict[int, int]:
+    """argparse type of every ``--classes`` option: ``LABEL:CLASS`` pairs, at least one."""
+    try:
+        classes = parse_classes(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("classes:", "bad --classes item:", 1)) from None
+    if not classes:
+        raise argparse.ArgumentTypeError("--classes is empty: write LABEL:CLASS pairs, e.g. 1:1,2:2")
+    return classes
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """Return the SINE model named by ``--model`` (preset or model file), or the default model.
+
+    The default is the official preset when its weights are installed, else the embedded model.
+    """
+    from sine_model.hub.pretrained import WeightsError, default_preset, from_pretrained
+
+    name = args.model or default_preset()
+    try:
+        return from_pretrained(name, device=None)
+    except (WeightsError, ValueError, OSError) as exc:
+        if args.model is None:
+            how = "" if "weights import" in str(exc) else (
+                "\nImport weights with `napari-sine weights import SINE_FILE [--dinov2 FILE]`.")
+            raise CliError(f"no --model given and the default model {name!r} is not available: {exc}{how}"
+                           "\nOr pass --model NAME_OR_PATH (a preset name or a model file).") from exc
+        raise CliError(f"cannot load model {name!r}: {exc}") from exc
+
+
+class InterruptGuard:
+    """First Ctrl-C: stop after the current target. Second: stop now, unless results are being written."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.writing = False
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested and not self.writing:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupted: stopping after the current target (Ctrl-C again to stop at once).",
+              file=sys.stderr)
+
+
+def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or that holds results of ``modes`` unless ``overwrite``."""
+    from sine_model.io import result_writer
+
+    clashes = result_writer.existing_outputs(out, modes)
+    if clashes and not overwrite:
+        raise CliError(f"{out} already holds results ({', '.join(p.name for p in clashes)}): pass "
+                       "--overwrite to replace them, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file: give a directory")
+
+
+def check_seconds(seconds: float | None, option: str = "--adapt") -> None:
+    """``option`` (``--adapt``, ``--refine``) is absent or a positive number of seconds."""
+    if seconds is not None and seconds <= 0:
+        raise CliError(f"{option} needs a positive number of seconds, got {seconds}")
+
+
+def prepare_references(propagator: Any, pairs: list, classes: dict[int, int] | None, *, calibrate: bool,
+                       adapt: float | None, refine: float | None) -> None:
+    """Set the references, calibrate, adapt and fit the refiner as asked, and say what each did (stderr).
+
+    The order and the cross-fitting rule are :class:`~sine_model.fitting.preparation.ReferencePreparation`'s.
+    """
+    from sine_model.fitting.preparation import ReferencePreparation
+
+    # a PropagationError (a ValueError) from any stage names the fix
+    prepared = ReferencePreparation(propagator, pairs, classes, calibrate=calibrate,
+                                    adapt_seconds=adapt or 0.0, refine_seconds=refine or 0.0).run()
+    for line in preparation_report(prepared):
+        print(line, file=sys.stderr)
+
+
+def preparation_report(prepared: Any) -> list[str]:
+    """One line per stage that ran: what calibration chose, how adaptation and the refiner went."""
+    lines = []
+    if prepared.calibration is not None:
+        result = prepared.calibration
+        rules = ", ".join(f"class {c}: {s.describe()}" for c, s in sorted(result.steps.items()))
+        projection = ", reference projection" if result.project_inputs else ""
+        lines.append(f"calibrated on the references in {prepared.seconds['calibrate']:.1f} s: scale "
+                     f"{result.scale:g}{projection}, {rules} (held-out instance F1 {result.f1:.3f} over "
+                     f"{result.folds} folds)")
+    if prepared.adaptation is not None:
+        halves = " (one copy per reference half, averaged)" if prepared.fold_models else ""
+        lines.append(f"adapted neck + decoder{halves}: {prepared.adaptation.steps} steps in "
+                     f"{prepared.adaptation.seconds:.1f} s")
+    if prepared.refinement is not None:
+        fit = prepared.refinement
+        source = "halves predicted from each other" if fit.held_out else \
+            "references predicted from themselves"
+        lines.append(f"refiner fitted on the references in {prepared.seconds['refine']:.1f} s: {fit.steps} "
+                     f"steps on {fit.pixels} pixels ({source}), loss {fit.loss:.3f}")
+    return lines

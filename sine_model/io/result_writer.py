@@ -1,0 +1,241 @@
+"""Stream the engine's results to disk, target by target (the command line's output).
+
+:class:`ResultWriter` writes one label file per mode plus ``scores.csv`` into an output directory,
+target by target, so memory use does not grow with the number of targets:
+
+* ``labels_<mode>.tif``: one page per target, in target order (tifffile ``TiffWriter`` appending
+  pages; BigTIFF only above 2 GiB). A stack has a single dtype, so stacks are always ``uint32``
+  (every label value the engine produces fits; a value that does not raises instead of wrapping).
+  A file holding one target reads back as ``(H, W)``, otherwise as ``(N, H, W)``.
+* ``labels_<mode>.zarr``: the same ``(N, H, W)`` ``uint32`` stack as a chunked zarr array (one chunk
+  row per target), chosen with ``layout="zarr"`` or, with ``layout="auto"``, when the stack would
+  exceed :data:`ZARR_AUTO_BYTES` and zarr is installed.
+* ``labels_<mode>/`` with one ``NNNNN.tif`` per target (``layout="files"``): for targets of
+  different sizes, which cannot share a stack. Each file keeps the dtype the engine gave it.
+* ``scores.csv`` with the columns ``target,label,mode,score,source``, one row per object and mode.
+
+Everything is first written under hidden temporary names (``.<name>.partial-<pid>``) in the output
+directory and renamed into place by :meth:`ResultWriter.finish`, which also works after an
+interruption: the finished targets are kept and readable. :meth:`ResultWriter.discard` removes the
+temporaries instead. Existing results are only replaced when ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from sine_model.io.readers import zarr_available
+
+#: With ``layout="auto"`` a label stack bigger than this (bytes, at ``uint32``) is written as zarr.
+ZARR_AUTO_BYTES: int = 2 * 1024**3
+#: dtype of every label stack (TIFF or zarr); per-target files keep the engine's dtype.
+STACK_DTYPE = np.dtype(np.uint32)
+SCORES_NAME = "scores.csv"
+SCORE_COLUMNS: tuple[str, ...] = ("target", "label", "mode", "score", "source")
+LAYOUTS: tuple[str, ...] = ("auto", "tiff", "zarr", "files")
+
+__all__ = ["LAYOUTS", "ResultWriter", "SCORES_NAME", "SCORE_COLUMNS", "STACK_DTYPE", "ZARR_AUTO_BYTES",
+           "existing_outputs", "output_names"]
+
+
+def output_names(mode: str) -> tuple[str, str, str]:
+    """Return the names a mode's labels may be written under: TIFF stack, zarr stack, folder."""
+    return f"labels_{mode}.tif", f"labels_{mode}.zarr", f"labels_{mode}"
+
+
+def existing_outputs(out_dir: str | os.PathLike[str], modes: Iterable[str]) -> list[Path]:
+    """Return the results of earlier runs in ``out_dir`` that writing ``modes`` would replace."""
+    out_dir = Path(out_dir)
+    names = [name for mode in modes for name in output_names(mode)] + [SCORES_NAME]
+    return [out_dir / name for name in names if (out_dir / name).exists()]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _as_stack_dtype(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype != STACK_DTYPE and labels.size:
+        if labels.min() < 0 or labels.max() > np.iinfo(STACK_DTYPE).max:
+            raise ValueError("Label values outside the uint32 range cannot be written to a label stack.")
+    return labels.astype(STACK_DTYPE, copy=False)
+
+
+class _ModeWriter:
+    """Writes the label maps of one mode, target by target, to a temporary name."""
+
+    def __init__(self, out_dir: Path, mode: str, n_targets: int, layout: str) -> None:
+        self.out_dir, self.mode, self.n_targets, self.layout = out_dir, mode, n_targets, layout
+        self.count = 0
+        self._shape: tuple[int, ...] | None = None
+        self._tiff: tifffile.TiffWriter | None = None
+        self._zarr: Any = None
+        self.tmp: Path | None = None
+        self.final: Path | None = None
+
+    def _open(self, shape: tuple[int, ...]) -> None:
+        layout = self.layout
+        nbytes = self.n_targets * int(np.prod(shape)) * STACK_DTYPE.itemsize
+        if layout == "auto":
+            layout = "zarr" if nbytes > ZARR_AUTO_BYTES and zarr_available() else "tiff"
+        tif_name, zarr_name, dir_name = output_names(self.mode)
+        name = {"tiff": tif_name, "zarr": zarr_name, "files": dir_name}[layout]
+        self.layout, self.final = layout, self.out_dir / name
+        self.tmp = self.out_dir / f".{name}.partial-{os.getpid()}"
+        _remove(self.tmp)
+        if layout == "tiff":
+            self._tiff = tifffile.TiffWriter(self.tmp, bigtiff=nbytes > 2**31)  # classic TIFF when it fits
+        elif layout == "zarr":
+            import zarr
+
+            chunks = (1, *(min(s, 2048) for s in shape))
+            self._zarr = zarr.open_array(
+                str(self.tmp), mode="w", shape=(self.n_targets, *shape), chunks=chunks,
+                dtype=STACK_DTYPE, fill_value=0,
+            )
+        else:
+            self.tmp.mkdir()
+        self._shape = shape
+
+    def write(self, labels: np.ndarray) -> None:
+        shape = tuple(labels.shape)
+        if self._shape is None:
+            self._open(shape)
+        elif shape != self._shape and self.layout != "files":
+            raise ValueError(
+                f"Target {self.count} has size {shape}, the first target {self._shape}; targets of "
+                "different sizes cannot share a stack (write one file per target instead)."
+            )
+        if self.layout == "tiff":
+            self._tiff.write(_as_stack_dtype(labels), contiguous=True, metadata={})
+        elif self.layout == "zarr":
+            self._zarr[self.count] = _as_stack_dtype(labels)
+        else:
+            digits = max(5, len(str(self.n_targets - 1)))
+            tifffile.imwrite(self.tmp / f"{self.count:0{digits}d}.tif", np.asarray(labels))
+        self.count += 1
+
+    def close(self) -> None:
+        if self._tiff is not None:
+            self._tiff.close()
+            self._tiff = None
+        if self._zarr is not None and 0 < self.count < self.n_targets:
+            self._zarr.resize((self.count, *self._zarr.shape[1:]))
+        self._zarr = None
+
+
+class ResultWriter:
+    """Stream propagation results into an output directory (see the module docstring).
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        Output directory; created when missing.
+    modes : sequence of str
+        Modes whose label maps are written (``"id"``, ``"instance"``, ``"semantic"``).
+    n_targets : int
+        Number of targets that will be written at most (sizes a zarr stack).
+    layout : {"auto", "tiff", "zarr", "files"}, optional
+        Label file layout; ``"files"`` (one TIFF per target) is needed for targets of different sizes.
+    overwrite : bool, optional
+        Replace results of an earlier run. Without it, existing results raise ``FileExistsError``.
+
+    Raises
+    ------
+    FileExistsError
+        When ``out_dir`` already holds results of these modes and ``overwrite`` is False.
+    ValueError
+        For an unknown layout, or ``"zarr"`` without the zarr package.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], modes: Sequence[str], n_targets: int, *,
+                 layout: str = "auto", overwrite: bool = False) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"Unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+        if layout == "zarr" and not zarr_available():
+            raise ValueError("Writing zarr needs the 'zarr' package; run `pip install zarr`.")
+        self.out_dir = Path(out_dir)
+        self.modes, self.overwrite = tuple(modes), overwrite
+        clashes = existing_outputs(self.out_dir, self.modes)
+        if clashes and not overwrite:
+            names = ", ".join(str(p) for p in clashes)
+            raise FileExistsError(f"Output exists: {names}. Pass --overwrite to replace it.")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise FileExistsError(f"Output path {self.out_dir} exists and is not a directory.")
+        self._created_dir = not self.out_dir.exists()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._writers = {mode: _ModeWriter(self.out_dir, mode, n_targets, layout) for mode in self.modes}
+        self._scores_tmp = self.out_dir / f".{SCORES_NAME}.partial-{os.getpid()}"
+        self._scores_file = open(self._scores_tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._csv = csv.writer(self._scores_file)
+        self._csv.writerow(SCORE_COLUMNS)
+        self.count = 0
+
+    def write(self, result: Any) -> None:
+        """Append one target's label maps and scores.
+
+        Parameters
+        ----------
+        result : TargetResult
+            Has ``labels`` (mode → ``(H, W)`` unsigned integer array) and ``scores`` (objects with
+            ``target``, ``label``, ``mode``, ``score`` and ``source``).
+        """
+        for mode, writer in self._writers.items():
+            writer.write(result.labels[mode])
+        for s in result.scores:
+            if s.mode in self._writers:
+                self._csv.writerow([int(s.target), int(s.label), s.mode, f"{float(s.score):.6g}", s.source])
+        self._scores_file.flush()
+        self.count += 1
+
+    def _close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        if not self._scores_file.closed:
+            self._scores_file.close()
+
+    def finish(self) -> list[Path]:
+        """Close the files and rename the finished targets' results into place.
+
+        Returns
+        -------
+        list of Path
+            The files and folders written (empty when no target finished: nothing is kept).
+        """
+        self._close()
+        if self.count == 0:
+            self.discard()
+            return []
+        kept = []
+        pairs = [(w.tmp, w.final, w.mode) for w in self._writers.values()]
+        pairs.append((self._scores_tmp, self.out_dir / SCORES_NAME, None))
+        for tmp, final, mode in pairs:
+            stale = output_names(mode) if mode is not None else (SCORES_NAME,)
+            if self.overwrite:  # without it, clashes were refused at construction time
+                for name in stale:
+                    _remove(self.out_dir / name)
+            os.replace(tmp, final)
+            kept.append(final)
+        return kept
+
+    def discard(self) -> None:
+        """Close and delete the temporaries; remove the output directory if it was created empty."""
+        self._close()
+        for writer in self._writers.values():
+            if writer.tmp is not None:
+                _remove(writer.tmp)
+        _remove(self._scores_tmp)
+        if self._created_dir and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()

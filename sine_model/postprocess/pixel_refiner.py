@@ -1,0 +1,169 @@
+"""The refiner's pixel model: decides each pixel again at the target's full resolution.
+
+SINE's masks live on a grid of a quarter of the model input's patches (the embedded model: one mask cell
+per 3.5 input pixels at input side 224, more on larger images), so boundaries are blurred and objects
+separated by a few pixels — cells between EM membranes, touching nuclei — merge. :class:`PixelRefiner`
+decides each pixel again at the target's own resolution from two kinds of evidence: the model's
+stitched per-class map (upsampled, what SINE learned from the references) and fixed multiscale pixel
+features of the image (:class:`~sine_model.modeling.filter_bank.FilterBank`: smoothing, edges, Laplacian,
+Hessian and structure-tensor eigenvalues at σ 0.7–16). A small per-pixel MLP maps them to background,
+each reference class and an object-border class (the objects' inner rim, as ilastik users label it for
+touching objects). Border-free object pixels seed a watershed that shares the border pixels out, so
+touching objects come apart.
+
+The MLP is trained on the references by :func:`sine_model.fitting.refiner.fit_refiner`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from skimage.feature import multiscale_basic_features
+from torch import Tensor, nn
+
+from sine_model.modeling.filter_bank import FilterBank
+from sine_model.postprocess.border_instances import RefinedMaps, inner_rim, seeded_instances
+from sine_model.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner", "RefinedMaps", "inner_rim", "seeded_instances"]
+
+#: Scales (pixels) of the refiner's filter-bank features: ilastik's range, up to 16.
+REFINER_SIGMAS: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)
+#: Scales of the per-channel basic features (``basic_channels``): 1 to 16 in octaves, the forest
+#: baseline's (scikit-image's default spacing for that range), as in ilastik.
+BASIC_SIGMAS: tuple[float, float] = (1.0, 16.0)
+BASIC_NUM_SIGMA = 5
+#: Basic features per channel and scale: intensity, edges, two Hessian eigenvalues.
+BASIC_PER_SCALE = 4
+#: Percentiles of each channel mapped to 0 and 1 before the filter bank (per image).
+STRETCH_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+#: Pixels per strip when an image's features are computed piecewise (bounds memory on large targets:
+#: about 256 MB of features per strip, about 500 MB with colour features).
+STRIP_PIXELS = 1 << 20
+#: Rows of context added above and below each strip (a multiple of 16; from 96 on, strips give the
+#: whole image's features to float precision: the largest scale is smoothed twice).
+STRIP_MARGIN = 96
+
+
+class PixelRefiner(nn.Module):
+    """Per-pixel MLP on filter-bank features and the model's class maps: background, classes, border.
+
+    Parameters
+    ----------
+    class_ids : sequence of int
+        The reference classes, in the order of the model's semantic channels.
+    sigmas : sequence of float
+        Filter-bank scales in pixels.
+    hidden : int
+        Width of the MLP's two hidden layers.
+    use_model_maps : bool
+        Feed the model's class maps to the MLP (False: the image features alone, a plain pixel
+        classifier; for measuring what the model adds).
+    basic_channels : int
+        Also feed scikit-image's ``multiscale_basic_features`` (intensity, edges and Hessian
+        eigenvalues at σ :data:`BASIC_SIGMAS`, 4 per scale) of each of this many channels: 3 (the
+        stretched RGB channels: texture of each stain, which the grey filter bank does not see), 1 (their
+        mean, for grey images) or 0 (none).
+    """
+
+    def __init__(self, class_ids: Sequence[int], sigmas: Sequence[float] = REFINER_SIGMAS,
+                 hidden: int = 32, use_model_maps: bool = True, basic_channels: int = 0) -> None:
+        super().__init__()
+        self.class_ids = tuple(int(c) for c in class_ids)
+        if not self.class_ids:
+            raise ValueError("PixelRefiner needs at least one class")
+        if basic_channels not in (0, 1, 3):
+            raise ValueError(f"basic_channels must be 0, 1 or 3, got {basic_channels}")
+        self.bank = FilterBank(sigmas, colour=True, include_raw=True)
+        self.use_model_maps = bool(use_model_maps)
+        self.basic_channels = int(basic_channels)
+        n_basic = self.basic_channels * BASIC_PER_SCALE * BASIC_NUM_SIGMA
+        n_in = self.bank.num_features + n_basic + (len(self.class_ids) if use_model_maps else 0)
+        self.num_outputs = len(self.class_ids) + 2  # background, the classes, border
+        self.register_buffer("shift", torch.zeros(n_in))
+        self.register_buffer("spread", torch.ones(n_in))
+        self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                  nn.Linear(hidden, self.num_outputs))
+
+    @property
+    def num_inputs(self) -> int:
+        """Features per pixel: the filter bank's plus one coarse map per class."""
+        return int(self.shift.numel())
+
+    def _bank(self, rgb: np.ndarray) -> Tensor:
+        mean = np.asarray(IMAGENET_MEAN, np.float32)
+        std = np.asarray(IMAGENET_STD, np.float32)
+        x = torch.from_numpy(((np.asarray(rgb, np.float32) - mean) / std).transpose(2, 0, 1).copy())
+        with torch.no_grad():
+            return self.bank(x[None])[0]
+
+    def _basic(self, rgb: np.ndarray) -> Tensor:
+        channels = rgb if self.basic_channels == 3 else rgb.mean(-1, keepdims=True)
+        basic = multiscale_basic_features(channels, channel_axis=-1, sigma_min=BASIC_SIGMAS[0],
+                                          sigma_max=BASIC_SIGMAS[1], num_sigma=BASIC_NUM_SIGMA)
+        return torch.from_numpy(np.ascontiguousarray(basic.transpose(2, 0, 1), dtype=np.float32))
+
+    @staticmethod
+    def stretch(rgb: np.ndarray) -> np.ndarray:
+        """Each channel mapped from its :data:`STRETCH_PERCENTILES` to [0, 1] (clipped to [-0.5, 1.5]).
+
+        Images of one kind differ in brightness and stain strength; a per-image stretch makes the
+        pixel features comparable between the references and the targets.
+        """
+        rgb = np.asarray(rgb, np.float32)
+        low, high = np.percentile(rgb[::2, ::2], STRETCH_PERCENTILES, axis=(0, 1))
+        return np.clip((rgb - low) / np.maximum(high - low, 1e-6), -0.5, 1.5).astype(np.float32)
+
+    def strips(self, rgb: np.ndarray, coarse: np.ndarray) -> Iterator[tuple[slice, Tensor]]:
+        """``(rows, (n_pixels, num_inputs) features)`` of horizontal strips of the image.
+
+        ``rgb`` is ``(H, W, 3)`` float in [0, 1] (as :func:`~sine_model.preprocess.transforms.to_rgb_float`
+        gives),
+        stretched per channel first (:meth:`stretch`); ``coarse`` the model's ``(C, H, W)`` class maps.
+        Each strip is filtered with :data:`STRIP_MARGIN` rows of context.
+        """
+        height = rgb.shape[0]
+        rgb = self.stretch(rgb)
+        if coarse.shape != (len(self.class_ids), *rgb.shape[:2]):
+            raise ValueError(f"coarse maps {coarse.shape} do not match {len(self.class_ids)} classes and "
+                             f"the image's {rgb.shape[:2]}")
+        # strips start at multiples of 16 rows, so the filter bank's pyramid levels (down to 1/16) see
+        # the same pixel blocks as on the whole image
+        strip_rows = max(16, STRIP_PIXELS // max(1, rgb.shape[1]) // 16 * 16)
+        for top in range(0, height, strip_rows):
+            rows = slice(top, min(height, top + strip_rows))
+            lo, hi = max(0, top - STRIP_MARGIN), min(height, rows.stop + STRIP_MARGIN)
+            bank = self._bank(rgb[lo:hi])[:, rows.start - lo: rows.stop - lo]
+            if self.basic_channels:
+                bank = torch.cat([bank, self._basic(rgb[lo:hi])[:, rows.start - lo: rows.stop - lo]])
+            if self.use_model_maps:
+                maps = torch.from_numpy(np.ascontiguousarray(coarse[:, rows], dtype=np.float32))
+                bank = torch.cat([bank, maps])
+            yield rows, bank.flatten(1).T
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(N, num_inputs)`` features → ``(N, num_outputs)`` logits (background, classes, border)."""
+        return self.head((features - self.shift) / self.spread)
+
+    def refine(self, rgb: np.ndarray, coarse: np.ndarray) -> RefinedMaps:
+        """The refined class maps of one image (see :class:`RefinedMaps`), inputs as for :meth:`strips`."""
+        height, width = rgb.shape[:2]
+        probs = np.zeros((self.num_outputs, height, width), np.float32)
+        with torch.no_grad():
+            for rows, features in self.strips(rgb, coarse):
+                out = self(features).softmax(-1).T.reshape(self.num_outputs, rows.stop - rows.start, width)
+                probs[:, rows] = out.numpy()
+        n = len(self.class_ids)
+        classes, background, border = probs[1:1 + n], probs[0], probs[-1]
+        best = classes.argmax(0)
+        # the border share goes to the most likely class: it belongs to an object either way
+        class_probs = classes.copy()
+        top = np.take_along_axis(classes, best[None], 0)[0]
+        np.put_along_axis(class_probs, best[None], (top + border)[None], 0)
+        foreground = background < 1.0 - background  # object (any class or border) more likely than not
+        lut = np.asarray(self.class_ids, np.int64)
+        label_map = np.where(foreground, lut[best], 0)
+        seeds = foreground & (border < top)
+        return RefinedMaps(class_probs, label_map, seeds)

@@ -1,0 +1,446 @@
+"""``napari-sine propagate`` end to end with a tiny random model: outputs, overwrite, Ctrl-C, bad input.
+
+Every bad input must give exit status 2, one message on stderr (no traceback) and leave ``--out``
+absent (or exactly as it was).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from conftest import build_tiny
+
+from sine_model import cli
+from sine_model.cli import common
+from sine_model.engine.propagator import Propagator
+from sine_model.io import readers as io
+
+H, W = 48, 64
+FAST = ["--pad", "112", "--device", "cpu"]
+REAL_LOAD_MODEL = common.load_model  # before the autouse fixture swaps in the tiny model
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    monkeypatch.setattr(common, "load_model", lambda args: build_tiny())
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (H, W), dtype=np.uint8)
+    labels = np.zeros((H, W), dtype=np.uint16)
+    labels[5:20, 5:25] = 3
+    labels[25:45, 30:60] = 7
+    tifffile.imwrite(tmp_path / "ref.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    tifffile.imwrite(tmp_path / "stack.tif", rng.integers(0, 255, (3, H, W), dtype=np.uint8),
+                     photometric="minisblack")
+    return tmp_path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def propagate(capsys, data: Path, *extra: str, targets=("stack.tif",), ref="ref.tif",
+              labels="labels.tif") -> tuple[int, str, str]:
+    target_paths = [str(data / t) for t in targets]
+    return run(capsys, "propagate", "--ref", data / ref, "--ref-labels", data / labels,
+               "--targets", *target_paths, "--out", data / "out", *FAST, *extra)
+
+
+def scores(out: Path) -> list[dict[str, str]]:
+    with open(out / "scores.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_bad_input(code: int, err: str, out: Path, *words: str) -> None:
+    assert code == 2, err
+    assert "error:" in err and "Traceback" not in err
+    for word in words:
+        assert word in err, err
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+# ------------------------------------------------------------------------------------ happy paths
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("napari-sine ")
+    code, out, _ = run(capsys)
+    assert code == 0 and "propagate" in out
+    code, out, _ = run(capsys, "propagate", "--help")
+    assert code == 0 and "--stack-axis" in out and "--ref-labels" in out
+
+
+def test_tiff_stack_end_to_end(capsys, data):
+    code, stdout, err = propagate(capsys, data, "--stack-axis", "0", "--threshold-id", "0")
+    assert code == 0, err
+    out = data / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "labels_id.tif", "labels_instance.tif", "labels_semantic.tif", "scores.csv"]
+    for mode in ("id", "instance", "semantic"):
+        stack = tifffile.imread(out / f"labels_{mode}.tif")
+        assert stack.shape == (3, H, W) and stack.dtype == np.uint32
+    ids = tifffile.imread(out / "labels_id.tif")
+    assert set(np.unique(ids)) <= {0, 3, 7}  # ID proposals keep the reference's label values
+    rows = scores(out)
+    assert rows and list(rows[0]) == ["target", "label", "mode", "score", "source"]
+    assert {int(r["target"]) for r in rows} <= {0, 1, 2}
+    assert "Wrote 3 target(s)" in stdout and "target" in err  # the progress bar is on stderr
+
+
+def test_png_list_with_rgb_and_mode_subset(capsys, data):
+    rng = np.random.default_rng(1)
+    iio.imwrite(data / "ref.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    iio.imwrite(data / "labels.png", tifffile.imread(data / "labels.tif").astype(np.uint8))
+    for name in ("a.png", "b.jpg"):
+        iio.imwrite(data / name, rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    code, _, err = propagate(capsys, data, "--modes", "id,semantic", "--classes", "3:1,7:2",
+                             targets=("a.png", "b.jpg"), ref="ref.png", labels="labels.png")
+    assert code == 0, err
+    out = data / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["labels_id.tif", "labels_semantic.tif", "scores.csv"]
+    semantic = tifffile.imread(out / "labels_semantic.tif")
+    assert semantic.shape == (2, H, W) and set(np.unique(semantic)) <= {0, 1, 2}
+    assert {r["mode"] for r in scores(out)} <= {"id", "semantic"}
+
+
+@pytest.fixture
+def made(monkeypatch) -> list[Propagator]:
+    """Every Propagator the command builds, in order."""
+    built: list[Propagator] = []
+    init = Propagator.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(Propagator, "__init__", recording_init)
+    return built
+
+
+def test_instances_option_picks_the_instance_source(capsys, data, made):
+    from sine_model.postprocess.components import (
+        instance_steps_by_class,
+        min_areas_by_class,
+        semantic_components,
+    )
+
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--instances", "semantic",
+                             "--threshold-semantic", "0.2")
+    assert code == 0, err
+    assert made[-1].instance_source == "semantic"
+    out = data / "out"
+    semantic = tifffile.imread(out / "labels_semantic.tif")
+    instance = tifffile.imread(out / "labels_instance.tif")
+    floor = min_areas_by_class([tifffile.imread(data / "labels.tif")], {3: 1, 7: 1})
+    steps = instance_steps_by_class([tifffile.imread(data / "labels.tif")], {3: 1, 7: 1})
+    for plane in range(3):
+        expected = semantic_components(semantic[plane], floor, steps=steps)[0]
+        np.testing.assert_array_equal(instance[plane], expected)
+    assert propagate(capsys, data, "--stack-axis", "0", "--overwrite")[0] == 0
+    assert made[-1].instance_source == "queries"  # the tiny model has no preference: official
+    code, _, err = run(capsys, "propagate", "--instances", "watershed")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, made):
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--calibrate", "--instances", "semantic")
+    assert code == 0, err
+    assert "calibrated on the references" in err and "held-out instance F1" in err
+    chosen = float(err.split("scale ")[1].split(",")[0])
+    assert made[-1].scale == chosen and made[-1]._calibrated_steps is not None
+    assert tifffile.imread(data / "out" / "labels_instance.tif").shape == (3, H, W)
+    corner = np.zeros((H, W), np.uint16)
+    corner[2:6, 2:6] = 1  # objects in one quarter only: no halves to cross-validate on
+    tifffile.imwrite(data / "corner.tif", corner)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--calibrate", "--overwrite",
+                             labels="corner.tif")
+    assert code == 2 and "both halves" in err and "Traceback" not in err
+
+
+def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "2")
+    assert code == 0, err
+    assert "refiner fitted on the references" in err and "halves predicted from each other" in err
+    refiner = made[-1].refiner
+    assert refiner is not None and refiner.class_ids == (1,)
+    semantic = tifffile.imread(data / "out" / "labels_semantic.tif")
+    instance = tifffile.imread(data / "out" / "labels_instance.tif")
+    assert semantic.shape == instance.shape == (3, H, W)
+    # the instances are the refined map's objects: each lies inside the refined semantic region
+    assert not np.any((instance > 0) & (semantic == 0))
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "0", "--overwrite")
+    assert code == 2 and "--refine needs a positive number of seconds" in err
+
+
+def test_zarr_targets_and_zarr_output(capsys, data):
+    zarr = pytest.importorskip("zarr")
+    stack = np.random.default_rng(2).random((2, H, W)).astype(np.float32)
+    z = zarr.open_array(str(data / "t.zarr"), mode="w", shape=stack.shape, chunks=(1, H, W), dtype="f4")
+    z[:] = stack
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--format", "zarr", "--modes", "instance",
+                             targets=("t.zarr",))
+    assert code == 0, err
+    result = zarr.open(str(data / "out" / "labels_instance.zarr"), mode="r")
+    assert result.shape == (2, H, W) and result.dtype == np.uint32
+
+
+def test_several_stack_files_are_chained(capsys, data):
+    tifffile.imwrite(data / "two.tif", np.zeros((2, H, W), np.uint8), photometric="minisblack")
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "id",
+                             targets=("stack.tif", "two.tif"))
+    assert code == 0, err
+    assert tifffile.imread(data / "out" / "labels_id.tif").shape == (5, H, W)
+
+
+def test_targets_of_different_sizes_get_one_file_each(capsys, data):
+    rng = np.random.default_rng(3)
+    tifffile.imwrite(data / "small.tif", rng.integers(0, 255, (30, 40), dtype=np.uint8))
+    tifffile.imwrite(data / "wide.tif", rng.integers(0, 255, (40, 90), dtype=np.uint8))
+    code, _, err = propagate(capsys, data, "--modes", "semantic", targets=("small.tif", "wide.tif"))
+    assert code == 0, err
+    folder = data / "out" / "labels_semantic"
+    shapes = [tifffile.imread(folder / name).shape for name in ("00000.tif", "00001.tif")]
+    assert shapes == [(30, 40), (40, 90)]
+
+
+def test_channel_axis(capsys, data):
+    rng = np.random.default_rng(4)
+    tifffile.imwrite(data / "ref.tif", rng.integers(0, 255, (H, W, 2), dtype=np.uint8))
+    tifffile.imwrite(data / "two_channels.tif", rng.integers(0, 255, (H, W, 2), dtype=np.uint8))
+    code, _, err = propagate(capsys, data, "--channel-axis", "2", "--modes", "id",
+                             targets=("two_channels.tif",))
+    assert code == 0, err
+    assert tifffile.imread(data / "out" / "labels_id.tif").shape == (H, W)
+
+
+def test_overwrite(capsys, data):
+    assert propagate(capsys, data, "--stack-axis", "0")[0] == 0
+    out = data / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert code == 2 and "--overwrite" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "id", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # other modes' files stay
+    assert [p for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+# ------------------------------------------------------------------------------------- Ctrl-C
+
+
+def stop_after(n: int, how: str):
+    original = Propagator.propagate
+
+    def patched(self, *args, **kwargs):
+        for i, item in enumerate(original(self, *args, **kwargs)):
+            if i == n:
+                if how == "raise":
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C while target n is computed
+            yield item
+
+    return patched
+
+
+@pytest.mark.parametrize("how", ["raise", "signal"])
+def test_ctrl_c_keeps_finished_targets(capsys, data, monkeypatch, how):
+    tifffile.imwrite(data / "stack.tif", np.zeros((5, H, W), np.uint8), photometric="minisblack")
+    monkeypatch.setattr(Propagator, "propagate", stop_after(2, how))
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    kept = 2 if how == "raise" else 3  # a signal lets the current target finish
+    assert code == 130, err
+    assert f"after {kept} of 5 targets" in err and "labels_id.tif" in err
+    out = data / "out"
+    for mode in ("id", "instance", "semantic"):
+        assert tifffile.imread(out / f"labels_{mode}.tif").shape == (kept, H, W)
+    assert {int(r["target"]) for r in scores(out)} <= set(range(kept))
+    assert [p for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_before_first_target_writes_nothing(capsys, data, monkeypatch):
+    monkeypatch.setattr(Propagator, "propagate", stop_after(0, "raise"))
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert code == 130 and "nothing was written" in err
+    assert not (data / "out").exists()
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def write(path: Path, array: np.ndarray) -> None:
+    tifffile.imwrite(path, array, photometric="minisblack" if array.ndim == 3 else None)
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "words"),
+    [
+        ("labels_shape", (), ("labels have shape", "same height and width")),
+        ("labels_empty", (), ("no objects",)),
+        ("labels_negative", (), ("negative",)),
+        ("labels_too_big", (), ("exceeds",)),
+        ("ref_nan", (), ("NaN",)),
+        ("target_nan", ("--stack-axis", "0"), ("target 2", "NaN")),
+        ("target_inf", ("--stack-axis", "0"), ("NaN or inf",)),
+        ("no_stack_axis", (), ("--stack-axis",)),
+        ("channels", ("--stack-axis", "0"), ("channel",)),
+        ("classes_missing", ("--stack-axis", "0", "--classes", "3:1"), ("no class",)),
+    ],
+)
+def test_bad_references_and_targets(capsys, data, setup, extra, words):
+    labels = tifffile.imread(data / "labels.tif")
+    if setup == "labels_shape":
+        write(data / "labels.tif", labels[:-1])
+    elif setup == "labels_empty":
+        write(data / "labels.tif", np.zeros_like(labels))
+    elif setup == "labels_negative":
+        write(data / "labels.tif", labels.astype(np.int16) - 1)
+    elif setup == "labels_too_big":
+        write(data / "labels.tif", labels.astype(np.uint64) * 2**32)
+    elif setup == "ref_nan":
+        image = np.ones((H, W), np.float32)
+        image[3, 3] = np.nan
+        write(data / "ref.tif", image)
+    elif setup in ("target_nan", "target_inf"):
+        stack = np.ones((3, H, W), np.float32)
+        stack[2, 1, 1] = np.nan if setup == "target_nan" else np.inf
+        write(data / "stack.tif", stack)
+    elif setup == "channels":
+        write(data / "ref.tif", np.zeros((H, W, 3), np.uint8))
+    code, _, err = propagate(capsys, data, *extra)
+    assert_bad_input(code, err, data / "out", *words)
+
+
+@pytest.mark.parametrize(
+    ("which", "content", "words"),
+    [
+        ("ref", None, ("File not found",)),
+        ("labels", None, ("File not found",)),
+        ("target", None, ("File not found",)),
+        ("ref", b"garbage", ("not a valid TIFF", "Supported formats")),
+        ("target", b"garbage", ("not a valid TIFF",)),
+    ],
+)
+def test_missing_and_unreadable_files(capsys, data, which, content, words):
+    name = {"ref": "ref.tif", "labels": "labels.tif", "target": "stack.tif"}[which]
+    (data / name).unlink()
+    if content is not None:
+        (data / name).write_bytes(content)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert_bad_input(code, err, data / "out", name, *words)
+
+
+def test_unsupported_format(capsys, data):
+    (data / "photo.bmp").write_bytes(b"BM")
+    code, _, err = propagate(capsys, data, targets=("photo.bmp",))
+    assert_bad_input(code, err, data / "out", "unsupported file type '.bmp'", "PNG")
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (("--modes", "id,bogus"), ("unknown mode",)),
+        (("--classes", "3-1"), ("LABEL:CLASS",)),
+        (("--device", "tpu"), ("invalid choice",)),
+        (("--stack-axis", "5"), ("out of range",)),
+        (("--stack-axis", "0", "--pad", "100"), ("multiple of 14",)),
+        (("--stack-axis", "0", "--ref-labels", "labels.tif"), ("--ref-labels",)),
+        (("--format", "tiff", "--stack-axis", "0"), ()),  # valid: control case below
+    ],
+)
+def test_bad_arguments(capsys, data, argv, words):
+    argv = tuple(str(data / a) if a.endswith(".tif") else a for a in argv)
+    code, _, err = propagate(capsys, data, *argv)
+    if not words:
+        assert code == 0, err
+        return
+    assert code == 2, err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert not (data / "out").exists()
+
+
+def test_mixed_sizes_refuse_a_stack_format(capsys, data):
+    tifffile.imwrite(data / "small.tif", np.zeros((30, 40), np.uint8))
+    tifffile.imwrite(data / "big.tif", np.zeros((H, W), np.uint8))
+    code, _, err = propagate(capsys, data, "--format", "tiff", targets=("small.tif", "big.tif"))
+    assert_bad_input(code, err, data / "out", "--format files")
+
+
+def test_error_found_while_running_leaves_nothing(capsys, data):
+    tifffile.imwrite(data / "large.tif", np.zeros((300, 300), np.uint8))  # needs several 112 px tiles
+    code, _, err = propagate(capsys, data, "--memory", "--modes", "id", targets=("large.tif",))
+    assert_bad_input(code, err, data / "out", "memory mode")
+
+
+def test_format_zarr_needs_zarr(capsys, data, monkeypatch):
+    monkeypatch.setattr(io, "zarr_available", lambda: False)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--format", "zarr")
+    assert_bad_input(code, err, data / "out", "pip install zarr")
+
+
+def test_out_is_a_file(capsys, data):
+    (data / "out").write_text("not a folder")
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert code == 2 and "is a file" in err
+    assert (data / "out").read_text() == "not a folder"
+
+
+def test_existing_results_without_overwrite(capsys, data):
+    out = data / "out"
+    out.mkdir()
+    (out / "labels_semantic.tif").write_bytes(b"previous run")
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert code == 2 and "--overwrite" in err and "labels_semantic.tif" in err
+    assert [p.name for p in out.iterdir()] == ["labels_semantic.tif"]
+    assert (out / "labels_semantic.tif").read_bytes() == b"previous run"
+
+
+def test_no_model_installed_says_how_to_import(capsys, data, monkeypatch):
+    from sine_model.hub import pretrained as weights
+
+    def missing(name, device=None):
+        raise weights.WeightsNotFoundError(f"preset {name!r} is not installed")
+
+    monkeypatch.setattr(weights, "from_pretrained", missing, raising=False)
+    monkeypatch.setattr(common, "load_model", REAL_LOAD_MODEL)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert_bad_input(code, err, data / "out", "napari-sine weights import", "--model")
+
+
+def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
+    import sine_model.fitting.adaptation as adapt_module
+
+    calls = []
+    real = adapt_module.adapt_propagator
+
+    def spy(propagator, pairs, seconds, classes=None, cross_fit=False, max_steps=None):
+        calls.append((seconds, cross_fit))
+        assert max_steps is None  # the CLI bounds adaptation by time only
+        return real(propagator, pairs, seconds, classes=classes, cross_fit=cross_fit)
+
+    monkeypatch.setattr(adapt_module, "adapt_propagator", spy)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "id", "--adapt", "1")
+    assert code == 0, err
+    assert calls == [(1.0, False)]
+    assert tifffile.imread(data / "out" / "labels_id.tif").shape == (3, H, W)
+    # with a refiner next, adapted per reference half (held-out answers for the refiner)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "semantic", "--adapt", "1",
+                             "--refine", "1", "--overwrite")
+    assert code == 0, err
+    assert calls[-1] == (1.0, True) and "refiner fitted on the references" in err
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--adapt", "-2", "--overwrite")
+    assert code == 2 and "--adapt needs a positive number of seconds" in err
