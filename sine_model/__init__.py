@@ -13,14 +13,14 @@ cheap (torch loads when a model, the engine or the fitting stages are first touc
 
 Layers, each importing only from the ones below it (``tests/test_layering.py`` enforces it):
 
-1. ``errors``, ``modes``, ``metrics``, ``labelmaps``, ``triton_guard``, ``sample_data`` — base
-2. ``preprocess/``, ``io/`` — images and files in and out
-3. ``modeling/`` — the nn modules, :class:`ModelConfig`, :func:`build_model`
-4. ``postprocess/`` — model outputs to label maps
-5. ``hub/`` (presets, weights) and ``engine/`` (the :class:`Propagator`)
-6. ``training/``
-7. ``fitting/`` — what is fitted on the user's references at run time
-8. ``cli/`` — the ``napari-sine`` command
+0. ``errors``, ``modes``, ``metrics``, ``labelmaps``, ``triton_guard``, ``sample_data`` — base
+1. ``preprocess/``, ``io/`` — images and files in and out
+2. ``modeling/`` — the nn modules, :class:`ModelConfig`, :func:`build_model`
+3. ``postprocess/`` — model outputs to label maps
+4. ``hub/`` (presets, weights) and ``engine/`` (the :class:`Propagator`)
+5. ``training/``
+6. ``fitting/`` — what is fitted on the user's references at run time
+7. ``cli/`` — the ``napari-sine`` command
 """
 
 from __future__ import annotations
