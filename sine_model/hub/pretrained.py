@@ -7,7 +7,7 @@
   file lacks it, checks every key and shape strictly, and writes ``<preset>.safetensors`` plus a
   ``<preset>.json`` record (sha256, sources, date) into the cache, each through a temporary file and an
   atomic rename, so a failure never leaves a half-written file behind.
-* **Load** (:func:`from_pretrained`, :func:`build_sine_from_preset`) reads only safetensors, re-checks
+* **Load** (:func:`from_pretrained`) reads only safetensors, re-checks
   the sha256 recorded at import and the preset name stored in the file, and returns the model in eval
   mode. The official preset's licence notice is printed on its first load (once per cache).
 
