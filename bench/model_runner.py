@@ -120,7 +120,7 @@ def make_model(spec: str, device: str | None = None):
         torch.manual_seed(0)
         return build_sine(EncoderConfig("tiny", 32, 2, 2), dim=32, num_heads=4, ffn_dim=64,
                           num_decoder_layers=3, num_queries=10).eval(), 112
-    from sine_model.hub.pretrained import from_pretrained
+    from sine_model import from_pretrained
 
     model = from_pretrained(spec, device)
-    return model, model.input_pad
+    return model, model.preset.input.pad_size
