@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import time
 
+# napari and its Qt part first, then torch and sine_model: a user's order (napari running, then the
+# plugin). Imported here, at collection time, so that import-time deprecation warnings of napari's
+# dependencies stay warnings; inside the tests every warning is an error (``WARNINGS_AS_ERRORS``).
+# tests/conftest.py has imported torch already in a pytest session: tests/user_flows checks the order
+# in fresh interpreters.
+import napari._qt  # noqa: F401
+import napari.layers  # noqa: F401
 import pytest
-import torch  # noqa: F401  (torch before any Qt binding)
+import torch
 
 from sine_model import EncoderConfig, build_sine
 from sine_model.presets import PRESETS, InputSpec, LicenceNotice, Preset, WeightSource, register_preset
 from sine_model.weights import import_checkpoint, save_preset_weights
-
-
-def _import_napari() -> None:
-    """Import napari and its Qt part now, at collection time (after torch).
-
-    Import-time deprecation warnings of napari's dependencies then stay warnings; inside the tests
-    every warning is an error (``WARNINGS_AS_ERRORS``).
-    """
-    import napari._qt  # noqa: F401
-    import napari.layers  # noqa: F401
-
-
-_import_napari()
 
 TINY_PRESET = "test-tiny"
 TINY_ARCH = dict(dim=32, num_heads=4, ffn_dim=64, num_decoder_layers=3, num_queries=10)
