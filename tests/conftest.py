@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch  # (torch must be imported before any Qt binding)
+import torch
 
 from sine_model import EncoderConfig, build_sine
 

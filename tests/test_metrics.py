@@ -101,10 +101,10 @@ def test_many_objects_fast_and_correct():
     true = _grid(100)  # 10 000 objects
     rng = np.random.default_rng(0)
     perm = np.concatenate([[0], rng.permutation(10000) + 1])
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: what the matching costs, whatever else the machine runs
     score = match_instances(true, perm[true])
     assert score.tp == 10000 and score.f1 == 1.0
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5  # 0.03 s measured: the bound catches an all-pairs matching
     shifted = np.roll(true, 1, axis=1)  # 3x3 squares moved by one column: IoU 6/12 = 0.5
     assert match_instances(true, shifted).tp == 10000
     diagonal = np.roll(shifted, 1, axis=0)  # IoU 4/14

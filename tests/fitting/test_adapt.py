@@ -49,12 +49,32 @@ def same(a: dict, b: dict, prefix: str = "") -> bool:
     return all(torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
 
 
-def test_respects_the_time_budget():
-    model = tiny_embedded()
-    budget = 2.0
-    result = adapt(model, [blob_pair()], seconds=budget, pad=56)
-    assert result.steps > 0 and len(result.losses) == result.steps
-    assert result.seconds < budget + 8.0  # a bound with a generous margin, not a speed target
+class StepClock:
+    """A ``time`` stand-in whose clock moves only when a training step runs, by ``step`` seconds each."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_respects_the_time_budget(monkeypatch):
+    # adapt's clock is made to advance 0.5 s per step and not otherwise, so the budget binds after the
+    # same number of steps on any machine: a wall-clock bound would measure the machine's load instead.
+    clock = StepClock(0.5)
+    real_losses = adapt_module.episode_losses
+
+    def timed_losses(*args, **kwargs):
+        clock.now += clock.step
+        return real_losses(*args, **kwargs)
+
+    monkeypatch.setattr(adapt_module, "time", clock)
+    monkeypatch.setattr(adapt_module, "episode_losses", timed_losses)
+    result = adapt(tiny_embedded(), [blob_pair()], seconds=2.0, pad=56)
+    # a step starts only while it is expected to end within the budget: 2.0 s / 0.5 s = 4 steps
+    assert result.steps == 4 and len(result.losses) == 4
+    assert result.seconds == 2.0
     assert all(np.isfinite(result.losses))
 
 

@@ -13,10 +13,19 @@ from torch import nn
 
 from sine_model.modeling.encoder import DinoV2Encoder, EncoderConfig
 
-timm_vit = pytest.importorskip("timm.models.vision_transformer")
+
+@pytest.fixture
+def timm_vit():
+    """timm's ViT module, imported when this test runs, not at collection (skipped without timm).
+
+    Imported at module level it would be loaded at collection, for the whole session: timm brings
+    torchvision, torch._dynamo and triton, and a process that loaded triton before any OpenGL library
+    never meets issue 16's crash (sine_model's triton guard then stands down too).
+    """
+    return pytest.importorskip("timm.models.vision_transformer")
 
 
-def test_same_state_dict_names_and_same_blocks_as_timm():
+def test_same_state_dict_names_and_same_blocks_as_timm(timm_vit):
     config = EncoderConfig("tiny", embed_dim=32, depth=2, num_heads=2)
     torch.manual_seed(0)
     ours = DinoV2Encoder(config).eval()

@@ -15,8 +15,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch  # noqa: F401  (torch before any Qt binding)
-
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "images" / "napari-sine-widget.png"
 
 

@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import time
 
+# napari and its Qt part first, then torch and sine_model: a user's order (napari running, then the
+# plugin). Imported here, at collection time, so that import-time deprecation warnings of napari's
+# dependencies stay warnings; inside the tests every warning is an error (``WARNINGS_AS_ERRORS``).
+# tests/conftest.py has imported torch already in a pytest session: tests/user_flows checks the order
+# in fresh interpreters.
+import napari._qt  # noqa: F401
+import napari.layers  # noqa: F401
 import pytest
-import torch  # noqa: F401  (torch before any Qt binding)
+import torch
 
 from sine_model import EncoderConfig, ModelConfig, build_sine
 from sine_model.hub.presets import PRESETS, InputSpec, LicenceNotice, Preset, WeightSource, register_preset
 from sine_model.hub.pretrained import import_checkpoint, save_preset_weights
-
-
-def _import_napari() -> None:
-    """Import napari and its Qt part now, at collection time (after torch).
-
-    Import-time deprecation warnings of napari's dependencies then stay warnings; inside the tests
-    every warning is an error (``WARNINGS_AS_ERRORS``).
-    """
-    import napari._qt  # noqa: F401
-    import napari.layers  # noqa: F401
-
-
-_import_napari()
 
 TINY_PRESET = "test-tiny"
 TINY_ARCH = dict(dim=32, num_heads=4, ffn_dim=64, num_decoder_layers=3, num_queries=10)
@@ -124,19 +118,13 @@ def collect_notifications(monkeypatch) -> list[str]:
     return messages
 
 
-def cpu_share(seconds: float = 0.2) -> float:
-    """Share of one CPU that this thread gets in a busy loop (1.0 when nothing else competes for it)."""
-    start_wall, start_cpu = time.perf_counter(), time.thread_time()
-    while time.perf_counter() - start_wall < seconds:
-        pass
-    return (time.thread_time() - start_cpu) / (time.perf_counter() - start_wall)
-
-
 class StallMeter:
     """Longest gap between ticks of a 10 ms QTimer: how long the event loop was blocked.
 
     Gaps over 50 ms are kept in ``long_gaps`` as (start in s since :meth:`start`, length in s, main-thread
-    CPU time in s): a gap much longer than its CPU time was the operating system running other processes.
+    CPU time in s). The CPU time is what the main thread itself spent in the gap; the rest of a gap is
+    waiting: for the operating system to schedule the process (other processes), for the GIL, a lock or
+    I/O. A gap can only hold more than 50 ms of CPU if it lasted more than 50 ms, so none is missed.
     """
 
     def __init__(self) -> None:

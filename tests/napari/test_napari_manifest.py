@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
@@ -35,9 +36,13 @@ def test_one_manifest_inside_the_package_and_the_root_links_to_it():
     assert root.is_symlink() and root.resolve() == packaged.resolve()
 
 
-def test_npe2_validate_installed_plugin(installed):
-    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-sine"],
-                            capture_output=True, text=True, timeout=300)
+def test_npe2_validate_installed_plugin(installed, tmp_path):
+    # `python -m` puts the working directory first on sys.path: from the repository root the checkout's
+    # package was validated, from anywhere else whatever the install points at. This checkout, always:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-sine"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+                            timeout=300)  # a ceiling for a hung process, not a speed check
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
     manifest = npe2.PluginManifest.from_distribution("napari-sine")

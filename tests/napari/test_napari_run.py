@@ -7,14 +7,12 @@ import gc
 import time
 
 import numpy as np
-import pytest
 from napari.utils._proxies import PublicOnlyProxy
 from sine_plugin_helpers import (
     TINY_PRESET,
     TINY_SCALE,
     WARNINGS_AS_ERRORS,
     StallMeter,
-    cpu_share,
     wait_for_run,
 )
 from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixture `plugin_env`
@@ -27,8 +25,7 @@ from sine_model.hub.presets import EMBEDDED_PRESET
 from sine_model.hub.pretrained import installed_weights
 
 MODES = ("id", "instance", "semantic")
-MIN_CPU_SHARE = 0.5  # below this share of a CPU, stalls measure the machine's load, not the plugin
-ADD_TURN_EXTRA = 0.030  # s: the most an event-loop turn that adds a layer may take besides napari's add_layer
+ADD_TURN_EXTRA = 0.030  # s of main-thread CPU a turn that adds a layer may spend besides napari's add_layer
 
 pytestmark = WARNINGS_AS_ERRORS
 
@@ -245,47 +242,50 @@ def test_cancel_at_once_leaves_no_layers(sample_viewer, qtbot):
 
 
 def test_event_loop_never_stalls(sample_viewer, qtbot, monkeypatch, record_property):
-    """No event-loop stall during a run is longer than 100 ms, but for napari's own adding of a layer.
+    """No event-loop turn during a run spends over 100 ms of main-thread CPU, but napari's adding a layer.
 
     A 10 ms QTimer records the gaps between its ticks, from the Run click to the end, on the first run
-    (which adds the three proposal layers) and on a re-run (which reuses them). Every gap must stay
-    within 100 ms, except that napari's ``add_layer`` of a proposal layer (vispy visual, layer controls,
-    selection change; 83–151 ms on a 2-vCPU VM with software OpenGL, without the painting overlays:
-    see :func:`napari_sine._layers.defer_paint_overlays`) cannot be split: the turn that runs it must
-    do nothing else of note (at most ``ADD_TURN_EXTRA``) and hold one layer only. The run uses the
-    embedded model, as the plugin does by default.
+    (which adds the three proposal layers) and on a re-run (which reuses them), with the main thread's
+    CPU time (``time.thread_time``) spent in each gap. A gap is judged by that CPU time, not by its
+    length: on a machine shared with other processes a turn of 16 ms of CPU took 333 ms of wall time
+    because the process was not scheduled, which says nothing about the plugin. Every gap must stay
+    within 100 ms of CPU, except that napari's ``add_layer`` of a proposal layer (vispy visual, layer
+    controls, selection change; 83–151 ms on a 2-vCPU VM with software OpenGL, without the painting
+    overlays: see :func:`napari_sine._layers.defer_paint_overlays`) cannot be split: the turn that runs
+    it may spend that call's own CPU time plus at most ``ADD_TURN_EXTRA``, and hold one layer only. The
+    run uses the embedded model, as the plugin does by default.
+
+    What it catches: work done on the main thread in one turn (model or post-processing work moved out
+    of the worker, a whole stack written or refreshed at once, several layers added in one turn).
+    What it cannot catch: a main thread that waits without computing, e.g. for the GIL while the worker
+    runs Python code, for a lock or for I/O; that time is not main-thread CPU (the wall-clock gaps are
+    recorded and printed for a person to read, and a wait on the worker shows there, but they are not
+    judged because the machine's load inflates them too).
 
     Python's full garbage collection is kept out: it holds the GIL for a time proportional to all live
     objects of the process (about 0.7 s in a test session), whichever thread triggers it, so the test
-    collects before measuring, as benchmarks do. On a machine that leaves the test process less than
-    half a CPU (before or during the runs) the gaps measure the other processes: the test is skipped.
+    collects before measuring, as benchmarks do.
     """
     viewer, widget = sample_viewer
     widget.options.refresh_models(prefer=EMBEDDED_PRESET)  # the issue's model, at its own scale
     widget.options.scale.setValue(1.0)
     assert widget.options.model_name() == EMBEDDED_PRESET
     meter = StallMeter()
-    meter.start()
-    qtbot.wait(1000)  # idle baseline: what the machine itself allows
-    meter.stop()
-    share = cpu_share()
-    if meter.max_gap > 0.100 or share < MIN_CPU_SHARE:
-        pytest.skip(f"the machine is too busy to measure: the idle event loop already stalls "
-                    f"{meter.max_gap * 1000:.0f} ms, a busy loop gets {share:.0%} of a CPU")
-    adds: list[tuple[float, float]] = []  # (start, end) of napari's add_layer, s since the click
+    adds: list[tuple[float, float, float]] = []  # napari's add_layer: start, end (s since click), CPU s
     add_layer = type(viewer).add_layer
 
     def timed_add_layer(self, layer):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         try:
             return add_layer(self, layer)
         finally:
-            adds.append((start - meter.origin, time.perf_counter() - meter.origin))
+            adds.append((start - meter.origin, time.perf_counter() - meter.origin,
+                         time.thread_time() - start_cpu))
 
     monkeypatch.setattr(type(viewer), "add_layer", timed_add_layer)
-    run_shares: list[float] = []
+    run_shares: list[float] = []  # the process's CPU over wall time: how busy the machine was (reported)
 
-    def measured_run() -> tuple[list[tuple[float, float, float]], float]:
+    def measured_run() -> list[tuple[float, float, float]]:
         gc.collect()
         adds.clear()
         start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -296,38 +296,33 @@ def test_event_loop_never_stalls(sample_viewer, qtbot, monkeypatch, record_prope
         run_shares.append((time.process_time() - start_cpu) / (time.perf_counter() - start_wall))
         assert widget.status.text() == "done: 3 target(s)"
         assert meter.ticks > 10
-        return list(meter.long_gaps), meter.max_gap
+        return list(meter.long_gaps)
 
-    def adds_within(gap: tuple[float, float, float]) -> list[float]:
+    def adds_within(gap: tuple[float, float, float]) -> list[tuple[float, float, float]]:
         start, length, _ = gap
-        return [b - a for a, b in layer_adds if a < start + length and start < b]
+        return [add for add in layer_adds if add[0] < start + length and start < add[1]]
 
-    first_gaps, first_max = measured_run()
+    first_gaps = measured_run()
     layer_adds = list(adds)
     assert len(layer_adds) == 3  # one proposal layer per mode
-    rerun_gaps, rerun_max = measured_run()
+    rerun_gaps = measured_run()
     assert not adds  # the re-run reuses the layers
-    add_ms = [round((b - a) * 1000) for a, b in layer_adds]
-    outside = max((gap[1] for gap in first_gaps if not adds_within(gap)), default=0.0)
-    record_property("add_layer_ms", add_ms)
+    add_ms = [(round((end - start) * 1000), round(cpu * 1000)) for start, end, cpu in layer_adds]
+    record_property("add_layer_ms_wall_cpu", add_ms)
     record_property("first_run_gaps", first_gaps)
     record_property("rerun_gaps", rerun_gaps)
-    print(f"\nlongest stall: first run {first_max * 1000:.0f} ms (outside napari's add_layer: "
-          f"{'under 50' if outside == 0 else f'{outside * 1000:.0f}'} ms; add_layer {add_ms} ms), re-run "
-          f"{rerun_max * 1000:.0f} ms; gaps > 50 ms (s since click, length, main-thread CPU): first run "
-          f"{first_gaps}, re-run {rerun_gaps}; CPU share: busy loop {share:.0%}, runs "
-          f"{', '.join(f'{s:.0%}' for s in run_shares)}")
+    record_property("run_cpu_shares", run_shares)
+    print(f"\ngaps > 50 ms (s since click, wall s, main-thread CPU s): first run {first_gaps}, re-run "
+          f"{rerun_gaps}; add_layer (wall ms, CPU ms) {add_ms}; process CPU / wall during the runs "
+          f"{', '.join(f'{share:.0%}' for share in run_shares)}")
 
     def limit(gap: tuple[float, float, float]) -> float:  # 100 ms, or napari's add_layer and a little
         inside = adds_within(gap)
-        return max(0.100, sum(inside) + ADD_TURN_EXTRA) if inside else 0.100
+        return max(0.100, sum(cpu for _, _, cpu in inside) + ADD_TURN_EXTRA) if inside else 0.100
 
-    over = [gap for gap in first_gaps + rerun_gaps if gap[1] > limit(gap)]
-    if over and min(run_shares) < MIN_CPU_SHARE:
-        pytest.skip(f"the machine became too busy to measure during a run (the test process got "
-                    f"{min(run_shares):.0%} of a CPU); gaps over the limit {over}")
+    over = [gap for gap in first_gaps + rerun_gaps if gap[2] > limit(gap)]
     assert all(len(adds_within(gap)) <= 1 for gap in first_gaps), f"layers added in one turn: {first_gaps}"
-    assert not over, f"stalls over the limit (s since click, length, CPU): {over}; add_layer {add_ms} ms"
+    assert not over, f"turns over the CPU limit (s since click, wall s, CPU s): {over}; add_layer {add_ms}"
 
 
 def test_failure_in_the_worker_is_a_notification(sample_viewer, qtbot, monkeypatch):
