@@ -26,6 +26,7 @@ from sine_model.errors import (
     WeightsNotFoundError,
 )
 from sine_model.hub.presets import Preset
+from sine_model.modeling.config import build_model_skeleton
 
 __all__ = [
     "META_PRESET",
@@ -199,9 +200,8 @@ def strip_prefixes(
 
 
 def expected_shapes(preset: Preset) -> dict[str, tuple[torch.Size, torch.dtype]]:
-    """State-dict names, shapes and dtypes of a preset's architecture (built on the meta device)."""
-    with torch.device("meta"):
-        model = preset.build()
+    """State-dict names, shapes and dtypes of a preset's architecture (a skeleton on the meta device)."""
+    model = build_model_skeleton(preset.model)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
 
 

@@ -70,6 +70,7 @@ from sine_model.hub.dinov2_keys import (
 )
 from sine_model.hub.presets import Preset, get_preset
 from sine_model.hub.training_export import META_TRAINED_MODEL, load_training_export
+from sine_model.modeling.config import build_model_skeleton
 
 __all__ = [  # everything importable from here before the split into the modules above
     "CACHE_ENV", "DROPPED_KEYS", "ENCODER_PREFIX", "META_PRESET", "CorruptCheckpointError",
@@ -322,9 +323,8 @@ def load_preset_state_dict(preset: str | Preset, *, verify: bool = True) -> dict
 
 
 def _instantiate(preset: Preset, state: dict[str, Tensor], device: Any) -> nn.Module:
-    """Build without random initialisation (meta device + assign), falling back to a plain build."""
-    with torch.device("meta"):
-        model = preset.build()
+    """Build without random initialisation (a meta-device skeleton + assign), else a plain build."""
+    model = build_model_skeleton(preset.model)
     model.load_state_dict(state, strict=True, assign=True)
     tensors = [*model.parameters(), *model.buffers()]
     tensors += [v for m in model.modules() for v in vars(m).values() if isinstance(v, Tensor)]

@@ -9,10 +9,13 @@ it loaded, and the engine reads its input conventions from there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from sine_model.modeling.embedded import EMBEDDED_KINDS, EmbeddedImageEncoder, FilterBankEncoder, SmallCNN
@@ -20,7 +23,7 @@ from sine_model.modeling.encoder import ENCODER_CONFIGS, EncoderConfig, ImageEnc
 from sine_model.modeling.mformer import MFormer
 from sine_model.modeling.sine import SINE
 
-__all__ = ["MODEL_KINDS", "ModelConfig", "build_model", "build_sine"]
+__all__ = ["MODEL_KINDS", "ModelConfig", "build_model", "build_model_skeleton", "build_sine"]
 
 #: Encoders: the small ones trained from scratch (``cnn``, ``filterbank``) and the DINOv2 ViTs.
 MODEL_KINDS: tuple[str, ...] = (*EMBEDDED_KINDS, *ENCODER_CONFIGS)
@@ -135,6 +138,39 @@ def build_model(config: ModelConfig) -> SINE:
             gaussian_sigma=config.gaussian_sigma,
         ),
     )
+
+
+#: The initialisers our modules (and torch's, through ``reset_parameters``) call while being built.
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+                 "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
+_SKELETON_LOCK = threading.Lock()
+
+
+@contextmanager
+def _initialisers_skipped() -> Iterator[None]:
+    """Make ``torch.nn.init``'s initialisers no-ops while a skeleton is built (one build at a time)."""
+    with _SKELETON_LOCK:
+        saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+        try:
+            for name in _INITIALISERS:
+                setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+            yield
+        finally:
+            for name, function in saved.items():
+                setattr(nn.init, name, function)
+
+
+def build_model_skeleton(config: ModelConfig) -> SINE:
+    """The model of ``config`` on the meta device, uninitialised: shapes for checks, or weights to assign.
+
+    Random initialisation on the meta device is not free: torch's meta kernels for ``normal_`` (and
+    ``arange``) import ``torch._dynamo`` and with it triton, which crashes a process that has Mesa's
+    OpenGL loaded (napari; docs/architecture.md, "Imports at run time") and costs about a second. The
+    weights are about to be loaded anyway, so the initialisers are skipped; constant buffers (the filter
+    bank's kernels) are made on the CPU.
+    """
+    with _initialisers_skipped(), torch.device("meta"):
+        return build_model(config)
 
 
 def build_sine(encoder: str | EncoderConfig = "vitl", **architecture: Any) -> SINE:

@@ -95,7 +95,7 @@ class LayerScale(nn.Module):
 
     def __init__(self, dim: int, init_value: float = 1e-5) -> None:
         super().__init__()
-        self.gamma = nn.Parameter(init_value * torch.ones(dim))
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma

@@ -52,7 +52,7 @@ def gaussian_kernels(sigma: float, truncate: float = 3.0) -> Tensor:
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     radius = max(1, int(math.ceil(truncate * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device="cpu")  # constants: made on the CPU
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     g = g / g.sum()
     d1 = x / sigma**2 * g  # conv2d correlates: this orientation differentiates
@@ -126,8 +126,8 @@ class FilterBank(nn.Module):
             )
             self.register_buffer(f"horizontal_{i}", horizontal, persistent=False)
             self.register_buffer(f"vertical_{i}", vertical, persistent=False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        for name, values in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(values, device="cpu").view(1, 3, 1, 1), persistent=False)
 
     @property
     def num_features(self) -> int:

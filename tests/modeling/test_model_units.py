@@ -175,3 +175,20 @@ def test_packed_attention_matches_nn_multihead_attention():
     expected = ref(q.transpose(0, 1), kv.transpose(0, 1), kv.transpose(0, 1),
                    attn_mask=~allowed[0].repeat(4, 1, 1), need_weights=False)[0].transpose(0, 1)
     torch.testing.assert_close(ours(q, kv, kv, allowed), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_skeleton_has_the_model_shapes_and_touches_no_initialiser():
+    """build_model_skeleton: the same names and shapes as build_model, on meta, and nn.init restored after."""
+    from torch import nn
+
+    from sine_model.modeling.config import ModelConfig, build_model, build_model_skeleton
+
+    config = ModelConfig(kind="filterbank", dim=32, num_heads=2, ffn_dim=64, num_decoder_layers=2,
+                         num_queries=8, encoder_dim=32, channels=(8, 16, 32))
+    initialiser = nn.init.normal_
+    skeleton = build_model_skeleton(config)
+    real = build_model(config)
+    assert nn.init.normal_ is initialiser
+    assert {k: v.shape for k, v in skeleton.state_dict().items()} == \
+        {k: v.shape for k, v in real.state_dict().items()}
+    assert all(p.is_meta for p in skeleton.parameters())

@@ -45,11 +45,6 @@ def test_headless_inference_imports_neither_napari_nor_timm(headless_demo):
     assert not loaded & {"timm", "torchvision", "napari", "qtpy"}, sorted(loaded)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: loading a preset builds its architecture on the meta device to check the checkpoint's "
-    "shapes (sine_model/checkpoint_io.py expected_shapes); torch's Python meta kernels are wrapped in "
-    "torch._compile._disable_dynamo, whose first call imports torch._dynamo and with it triton (0.8 s; "
-    "next to napari only the triton guard stops a crash)"))
 def test_headless_inference_imports_neither_dynamo_nor_triton(headless_demo):
     """Neither torch._dynamo nor triton is imported by loading and running the default model."""
     loaded = set(headless_demo["loaded"])
