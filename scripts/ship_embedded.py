@@ -6,7 +6,7 @@ Usage (after ``napari-sine train configs/embedded.toml``)::
 
 It checks that the export's recorded architecture is the preset's, writes
 ``sine_model/data/sine-embedded.safetensors`` (safetensors with the preset name in its metadata) and
-prints the sha256 and size to put into the preset's ``WeightSource`` in ``sine_model/presets.py``.
+prints the sha256 and size to put into the preset's ``WeightSource`` in ``sine_model/hub/presets.py``.
 """
 
 from __future__ import annotations
