@@ -19,7 +19,8 @@ Layers, each importing only from the ones below it (``tests/test_layering.py`` e
 3. ``postprocess/`` — model outputs to label maps
 4. ``hub/`` (presets, weights) and ``engine/`` (the :class:`Propagator`)
 5. ``training/``
-6. ``fitting/`` — what is fitted on the user's references at run time
+6. ``fitting/`` — what is fitted on the user's references at run time; ``scaleout/`` — resumable and
+   distributed runs of a prepared propagator
 7. ``cli/`` — the ``napari-sine`` command
 """
 
@@ -71,6 +72,10 @@ _API: dict[str, str] = {
     "read_image": "sine_model.io.readers",
     "open_image": "sine_model.io.readers",
     "ResultWriter": "sine_model.io.result_writer",
+    "FileTargets": "sine_model.io.file_targets",
+    # runs at scale (resumable, distributed)
+    "propagate_distributed": "sine_model.scaleout.runner",
+    "RunSummary": "sine_model.scaleout.runner",
     "load_sample": "sine_model.sample_data",
     # modes and options
     "MODES": "sine_model.modes",
@@ -96,6 +101,7 @@ __all__ = [
     "EMBEDDED_PRESET",
     "ENCODER_CONFIGS",
     "EncoderConfig",
+    "FileTargets",
     "INSTANCE_SOURCES",
     "InputError",
     "InputFileError",
@@ -112,6 +118,7 @@ __all__ = [
     "ReferencePreparation",
     "ReferenceTokens",
     "ResultWriter",
+    "RunSummary",
     "SINE",
     "SineError",
     "TargetResult",
@@ -131,6 +138,7 @@ __all__ = [
     "open_image",
     "parse_classes",
     "parse_modes",
+    "propagate_distributed",
     "read_image",
     "register_preset",
     "save_preset_weights",
@@ -188,6 +196,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         save_preset_weights,
         verify_installed,
     )
+    from sine_model.io.file_targets import FileTargets
     from sine_model.io.readers import open_image, read_image
     from sine_model.io.result_writer import ResultWriter
     from sine_model.modeling.config import ModelConfig, build_model, build_sine
@@ -196,3 +205,4 @@ if TYPE_CHECKING:  # static analysers see the real names
     from sine_model.modeling.sine import SINE
     from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, parse_classes, parse_modes
     from sine_model.sample_data import load_sample
+    from sine_model.scaleout.runner import RunSummary, propagate_distributed

@@ -40,6 +40,8 @@ examples:
 outputs in --out: labels_<mode>.tif (uint32 stack, one page per target, in order), or
 labels_<mode>.zarr for stacks over 2 GiB (or --format zarr), or labels_<mode>/NNNNN.tif when the
 targets differ in size; scores.csv with the columns target,label,mode,score,source.
+With --format ome-zarr or --scheduler: labels.ome.zarr (OME-Zarr labels, one chunk per target) written
+as targets finish, and sine-run.json: the same command run again resumes after a crash or Ctrl-C.
 """
 
 
@@ -61,8 +63,17 @@ def add_propagate_command(subparsers: Any) -> None:
         help="comma-separated subset of id,instance,semantic (default: all)")
     add("--out", required=True, type=Path, metavar="DIR", help="output directory")
     add("--overwrite", action="store_true", help="replace results of an earlier run in --out")
-    add("--format", choices=("auto", "tiff", "zarr", "files"), default="auto",
-        help="label file layout (default auto: TIFF stack, zarr above 2 GiB, files for mixed sizes)")
+    add("--format", choices=("auto", "tiff", "zarr", "files", "ome-zarr"), default="auto",
+        help="label file layout (default auto: TIFF stack, zarr above 2 GiB, files for mixed sizes; "
+             "ome-zarr: resumable, see below)")
+    add("--level", type=int, metavar="N", help="resolution level of OME-Zarr multiscale targets (default 0)")
+    add("--scheduler", metavar="local[:N]|tcp://HOST:PORT",
+        help="run the targets on a dask.distributed cluster (implies --format ome-zarr)")
+    add("--checkpoint-every", type=int, default=1, metavar="N",
+        help="resumable runs: rewrite the run manifest after every N finished targets (default 1)")
+    add("--restart", action="store_true",
+        help="discard an unfinished resumable run in --out and start over (needed when inputs or options "
+             "changed)")
     add("--model", metavar="NAME_OR_PATH", help="preset name or checkpoint path")
     add("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
@@ -91,11 +102,12 @@ def add_propagate_command(subparsers: Any) -> None:
     p.set_defaults(handler=_propagate_command)
 
 
-def _open_targets(paths: Sequence[str], stack_axis: int | None) -> tuple[Any, int | None]:
+def _open_targets(paths: Sequence[str], stack_axis: int | None, level: int | None = None
+                  ) -> tuple[Any, int | None]:
     """Open the target files lazily: one file as is, several as a list of images (stacks expanded)."""
     from sine_model.io import readers as io
 
-    arrays = [io.open_image(p, lazy=True) for p in paths]
+    arrays = [io.open_image(p, lazy=True, level=level) for p in paths]
     if len(arrays) == 1 or stack_axis is None:
         return (arrays[0] if len(arrays) == 1 else arrays), stack_axis
     planes = []
@@ -118,21 +130,38 @@ def _layout(targets: Any, requested: str) -> str:
 
 def _propagate_command(args: argparse.Namespace) -> int:
     """Check every input, then propagate and stream the results into ``--out``."""
-    from sine_model.engine.propagator import Propagator
     from sine_model.io import readers as io
     from sine_model.io import result_writer
 
     if len(args.ref) != len(args.ref_labels):
         raise CliError(f"{len(args.ref)} --ref but {len(args.ref_labels)} --ref-labels: give one "
                        "--ref-labels after each --ref")
+    if args.format == "ome-zarr" or args.scheduler:
+        from sine_model.cli.scale_run import run_resumable
+
+        return run_resumable(args, _prepared_propagator)
     check_out_dir(args.out, args.modes, args.overwrite)
     check_seconds(args.adapt)
     check_seconds(args.refine, "--refine")
     if args.format == "zarr" and not io.zarr_available():
         raise CliError("--format zarr needs the 'zarr' package: pip install zarr")
     pairs = [(io.read_image(i), io.read_image(lab)) for i, lab in zip(args.ref, args.ref_labels, strict=True)]
-    targets, stack_axis = _open_targets(args.targets, args.stack_axis)
+    targets, stack_axis = _open_targets(args.targets, args.stack_axis, args.level)
     layout = _layout(targets, args.format)
+    propagator = _prepared_propagator(args, pairs)
+    items = targets if isinstance(targets, list) else [targets]
+    has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
+    n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)
+    results = propagator.propagate(targets, args.modes, stack_axis=stack_axis, memory=args.memory)
+
+    writer = result_writer.ResultWriter(args.out, args.modes, n_targets, layout=layout,
+                                        overwrite=args.overwrite)
+    return _stream_results(results, writer, n_targets, args.out)
+
+
+def _prepared_propagator(args: argparse.Namespace, pairs: list) -> Any:
+    """The model named by the options in a Propagator with the options, prepared on ``pairs``."""
+    from sine_model.engine.propagator import Propagator
 
     model = common.load_model(args)  # through the module: one place to swap it
     thresholds = {m: getattr(args, f"threshold_{m}") for m in MODES}
@@ -145,14 +174,7 @@ def _propagate_command(args: argparse.Namespace) -> int:
     )
     prepare_references(propagator, pairs, args.classes, calibrate=args.calibrate, adapt=args.adapt,
                        refine=args.refine)
-    items = targets if isinstance(targets, list) else [targets]
-    has_floats = any(t.dtype.kind == "f" for t in items)  # only floats can hold NaN/inf
-    n_targets = propagator.validate_targets(targets, stack_axis, check_values=has_floats)
-    results = propagator.propagate(targets, args.modes, stack_axis=stack_axis, memory=args.memory)
-
-    writer = result_writer.ResultWriter(args.out, args.modes, n_targets, layout=layout,
-                                        overwrite=args.overwrite)
-    return _stream_results(results, writer, n_targets, args.out)
+    return propagator
 
 
 def _stream_results(results: Any, writer: Any, n_targets: int, out: Path) -> int:

@@ -9,8 +9,8 @@ Reading
 * PNG and JPEG (``.png``, ``.jpg``, ``.jpeg``) through imageio's pillow plugin.
 * zarr directory stores (zarr v2 or v3 format, whatever the installed ``zarr`` reads), opened lazily:
   nothing is loaded until a plane is indexed. A group is accepted when it holds exactly one array or
-  is an OME-Zarr image (its first multiscale level is used); otherwise name the array, e.g.
-  ``data.zarr/raw``.
+  is an OME-Zarr image (:mod:`sine_model.io.ome_zarr_reader`: level 0, or the ``level`` asked for, as a
+  dask array without its length-1 axes); otherwise name the array, e.g. ``data.zarr/raw``.
 
 Every failure raises :class:`InputFileError` (a ``ValueError``) naming the file, the problem and the
 supported formats.
@@ -29,6 +29,7 @@ import numpy as np
 import tifffile
 
 from sine_model.errors import InputFileError
+from sine_model.io.ome_zarr_reader import multiscales_of, open_multiscale_level
 
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 PICTURE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
@@ -59,7 +60,7 @@ def _fail(path: Path, problem: str) -> InputFileError:
     return InputFileError(f"Cannot read {path}: {problem}. Supported formats: {SUPPORTED_FORMATS}.")
 
 
-def _open_zarr(path: Path) -> Any:
+def _open_zarr(path: Path, level: int | None = None) -> Any:
     try:
         import zarr
     except ImportError:
@@ -70,15 +71,14 @@ def _open_zarr(path: Path) -> Any:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises many types for damaged stores
         raise _fail(path, f"not a readable zarr store ({exc})") from exc
+    if level not in (None, 0) and (hasattr(node, "shape") or not multiscales_of(node)):
+        raise InputFileError(f"{path} is not an OME-Zarr multiscale image: it has one level, so --level "
+                             f"{level} does not apply (leave it out).")
     if hasattr(node, "shape"):
         return node
+    if multiscales_of(node):
+        return open_multiscale_level(path, node, level)
     arrays = dict(node.arrays())
-    multiscales = node.attrs.get("multiscales")
-    if multiscales:
-        try:
-            return node[multiscales[0]["datasets"][0]["path"]]
-        except (KeyError, IndexError, TypeError):
-            pass
     if len(arrays) == 1:
         return next(iter(arrays.values()))
     names = ", ".join(sorted(arrays)) or "none"
@@ -154,7 +154,7 @@ def _open_picture(path: Path, lazy: bool) -> Any:
         raise _fail(path, f"not a valid {path.suffix[1:].upper()} file") from exc
 
 
-def open_image(path: str | os.PathLike[str], lazy: bool = False) -> Any:
+def open_image(path: str | os.PathLike[str], lazy: bool = False, level: int | None = None) -> Any:
     """Open an image, label image or stack, lazily where the format allows.
 
     Parameters
@@ -163,10 +163,13 @@ def open_image(path: str | os.PathLike[str], lazy: bool = False) -> Any:
         A TIFF, PNG or JPEG file, or a zarr directory store (see the module docstring).
     lazy : bool, optional
         Also defer reading PNG/JPEG pixels (only the header is read now).
+    level : int, optional
+        Resolution level of an OME-Zarr multiscale image (default 0, full resolution); other inputs
+        have one level and refuse any other value.
 
     Returns
     -------
-    numpy.ndarray, LazyImage or zarr.Array
+    numpy.ndarray, LazyImage, zarr.Array or dask.array.Array
         The pixel data; lazy results have ``shape``, ``ndim`` and ``dtype`` and read data only when
         indexed or converted with ``numpy.asarray``.
 
@@ -180,8 +183,10 @@ def open_image(path: str | os.PathLike[str], lazy: bool = False) -> Any:
         raise InputFileError(f"File not found: {path}. Check the path (supported: {SUPPORTED_FORMATS}).")
     if path.is_dir():
         if _is_zarr_dir(path) or path.suffix.lower() == ".zarr":
-            return _open_zarr(path)
+            return _open_zarr(path, level)
         raise _fail(path, "a directory that is not a zarr store (pass image files, not a folder)")
+    if level not in (None, 0):
+        raise InputFileError(f"--level {level} applies to OME-Zarr multiscale images; {path} has one level.")
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         return _open_tiff(path)

@@ -12,6 +12,9 @@ target by target, so memory use does not grow with the number of targets:
   exceed :data:`ZARR_AUTO_BYTES` and zarr is installed.
 * ``labels_<mode>/`` with one ``NNNNN.tif`` per target (``layout="files"``): for targets of
   different sizes, which cannot share a stack. Each file keeps the dtype the engine gave it.
+* ``labels.ome.zarr`` (``layout="ome-zarr"``): every mode as an OME-Zarr label image ``(N, H, W)``
+  ``uint32``, one chunk per target plane (:mod:`sine_model.io.ome_zarr_labels`; needs the ``scale``
+  extra). Resumable and distributed runs write this layout in place (:mod:`sine_model.engine.resume`).
 * ``scores.csv`` with the columns ``target,label,mode,score,source``, one row per object and mode.
 
 Everything is first written under hidden temporary names (``.<name>.partial-<pid>``) in the output
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from sine_model.io.ome_zarr_labels import OME_ZARR_NAME, OmeZarrLabels, ome_zarr_available
 from sine_model.io.readers import zarr_available
 
 #: With ``layout="auto"`` a label stack bigger than this (bytes, at ``uint32``) is written as zarr.
@@ -40,7 +44,7 @@ ZARR_AUTO_BYTES: int = 2 * 1024**3
 STACK_DTYPE = np.dtype(np.uint32)
 SCORES_NAME = "scores.csv"
 SCORE_COLUMNS: tuple[str, ...] = ("target", "label", "mode", "score", "source")
-LAYOUTS: tuple[str, ...] = ("auto", "tiff", "zarr", "files")
+LAYOUTS: tuple[str, ...] = ("auto", "tiff", "zarr", "files", "ome-zarr")
 
 __all__ = ["LAYOUTS", "ResultWriter", "SCORES_NAME", "SCORE_COLUMNS", "STACK_DTYPE", "ZARR_AUTO_BYTES",
            "existing_outputs", "output_names"]
@@ -54,7 +58,7 @@ def output_names(mode: str) -> tuple[str, str, str]:
 def existing_outputs(out_dir: str | os.PathLike[str], modes: Iterable[str]) -> list[Path]:
     """Return the results of earlier runs in ``out_dir`` that writing ``modes`` would replace."""
     out_dir = Path(out_dir)
-    names = [name for mode in modes for name in output_names(mode)] + [SCORES_NAME]
+    names = [name for mode in modes for name in output_names(mode)] + [OME_ZARR_NAME, SCORES_NAME]
     return [out_dir / name for name in names if (out_dir / name).exists()]
 
 
@@ -136,6 +140,29 @@ class _ModeWriter:
         self._zarr = None
 
 
+class _StoreWriter:
+    """Writes every mode's label maps, target by target, into one OME-Zarr store under a temporary name."""
+
+    def __init__(self, out_dir: Path, modes: Sequence[str], n_targets: int) -> None:
+        self.modes, self.n_targets, self.count = tuple(modes), n_targets, 0
+        self.final = out_dir / OME_ZARR_NAME
+        self.tmp: Path | None = out_dir / f".{OME_ZARR_NAME}.partial-{os.getpid()}"
+        _remove(self.tmp)
+        self._store: OmeZarrLabels | None = None
+
+    def write(self, labels: dict[str, np.ndarray]) -> None:
+        if self._store is None:
+            shape = labels[self.modes[0]].shape
+            self._store = OmeZarrLabels.create(self.tmp, self.modes, self.n_targets, shape)
+        self._store.write(self.count, labels)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._store is not None and 0 < self.count < self.n_targets:
+            self._store.truncate(self.count)
+        self._store = None
+
+
 class ResultWriter:
     """Stream propagation results into an output directory (see the module docstring).
 
@@ -147,7 +174,7 @@ class ResultWriter:
         Modes whose label maps are written (``"id"``, ``"instance"``, ``"semantic"``).
     n_targets : int
         Number of targets that will be written at most (sizes a zarr stack).
-    layout : {"auto", "tiff", "zarr", "files"}, optional
+    layout : {"auto", "tiff", "zarr", "files", "ome-zarr"}, optional
         Label file layout; ``"files"`` (one TIFF per target) is needed for targets of different sizes.
     overwrite : bool, optional
         Replace results of an earlier run. Without it, existing results raise ``FileExistsError``.
@@ -166,6 +193,9 @@ class ResultWriter:
             raise ValueError(f"Unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
         if layout == "zarr" and not zarr_available():
             raise ValueError("Writing zarr needs the 'zarr' package; run `pip install zarr`.")
+        if layout == "ome-zarr" and not ome_zarr_available():
+            raise ValueError("Writing OME-Zarr needs 'zarr' and 'ome-zarr': "
+                             "pip install 'napari-sine[scale]'.")
         self.out_dir = Path(out_dir)
         self.modes, self.overwrite = tuple(modes), overwrite
         clashes = existing_outputs(self.out_dir, self.modes)
@@ -176,7 +206,9 @@ class ResultWriter:
             raise FileExistsError(f"Output path {self.out_dir} exists and is not a directory.")
         self._created_dir = not self.out_dir.exists()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._writers = {mode: _ModeWriter(self.out_dir, mode, n_targets, layout) for mode in self.modes}
+        self._store = _StoreWriter(self.out_dir, self.modes, n_targets) if layout == "ome-zarr" else None
+        self._writers = {} if self._store else {mode: _ModeWriter(self.out_dir, mode, n_targets, layout)
+                                                 for mode in self.modes}
         self._scores_tmp = self.out_dir / f".{SCORES_NAME}.partial-{os.getpid()}"
         self._scores_file = open(self._scores_tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._scores_file)
@@ -194,8 +226,10 @@ class ResultWriter:
         """
         for mode, writer in self._writers.items():
             writer.write(result.labels[mode])
+        if self._store is not None:
+            self._store.write(result.labels)
         for s in result.scores:
-            if s.mode in self._writers:
+            if s.mode in self.modes:
                 self._csv.writerow([int(s.target), int(s.label), s.mode, f"{float(s.score):.6g}", s.source])
         self._scores_file.flush()
         self.count += 1
@@ -203,6 +237,8 @@ class ResultWriter:
     def _close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+        if self._store is not None:
+            self._store.close()
         if not self._scores_file.closed:
             self._scores_file.close()
 
@@ -220,9 +256,11 @@ class ResultWriter:
             return []
         kept = []
         pairs = [(w.tmp, w.final, w.mode) for w in self._writers.values()]
+        if self._store is not None:
+            pairs.append((self._store.tmp, self._store.final, None))
         pairs.append((self._scores_tmp, self.out_dir / SCORES_NAME, None))
         for tmp, final, mode in pairs:
-            stale = output_names(mode) if mode is not None else (SCORES_NAME,)
+            stale = output_names(mode) if mode is not None else (final.name,)
             if self.overwrite:  # without it, clashes were refused at construction time
                 for name in stale:
                     _remove(self.out_dir / name)
@@ -233,7 +271,7 @@ class ResultWriter:
     def discard(self) -> None:
         """Close and delete the temporaries; remove the output directory if it was created empty."""
         self._close()
-        for writer in self._writers.values():
+        for writer in [*self._writers.values(), *([self._store] if self._store else [])]:
             if writer.tmp is not None:
                 _remove(writer.tmp)
         _remove(self._scores_tmp)

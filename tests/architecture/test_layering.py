@@ -26,6 +26,9 @@ LAYERS: dict[str, int] = {
     "hub": 4, "engine": 4,
     "training": 5,
     "fitting": 6,
+    # resumable / distributed runs: a prepared propagator (engine) + loading weights on workers (hub);
+    # used by cli; never needs fitting (the caller prepares the references)
+    "scaleout": 6,
     "cli": 7,
 }
 GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "magicgui", "vispy")
