@@ -24,6 +24,7 @@ import argparse
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -142,7 +143,7 @@ def render_section(results: list[Runs], repeats: int, argv: list[str]) -> str:
         SECTION_TITLE,
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with "
-        f"`python bench/import_time.py{' ' + ' '.join(argv) if argv else ''}`: {platform.machine()}, "
+        f"`python bench/import_time.py{' ' + shlex.join(argv) if argv else ''}`: {platform.machine()}, "
         f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}, load average {load} at the "
         f"end. Each row: one discarded warm-up run, then {repeats} fresh processes; wall and CPU are of the "
         "whole process (interpreter start-up included); *ours* is `-X importtime`'s cumulative time of "
@@ -168,6 +169,8 @@ def render_section(results: list[Runs], repeats: int, argv: list[str]) -> str:
         "first used (the public API of `sine_model` is lazy; every `napari-sine` subcommand imports them in "
         "its handler); the widget's model list and devices are read in a worker thread after it opens. "
         "`tests/architecture/test_light_imports.py` checks that these entry points do not import torch.",
+        "- The widget's row times a process that imports napari first: its wall and CPU columns are mostly "
+        "napari's; the widget module's own share is *ours* (torch is not among what it loads).",
         "- Wall time depends on the machine's load; re-measure on a quiet machine before quoting it.",
         "",
     ]

@@ -11,9 +11,9 @@ environments and read what pip would install:
 The installed torch is a stand-in: a ``torch-2.5.0.dist-info`` with its ``METADATA`` (name, version,
 requirements) in the environment's site-packages. pip's resolver decides from installed metadata only,
 so it answers exactly as over a real torch 2.5.0 (a real CPU torch is a 200 MB download and 750 MB on
-disk per environment, too slow for CI); ``docs/benchmarks.md`` records the same dry run over a real torch
-2.13.0. A control shows that the check can fail: the wheel plus an unbounded torchvision (what the old
-``timm`` dependency brought) does replace the stand-in torch.
+disk per environment, too slow for CI). ``scripts/release_check.sh`` installs the wheel for real over a
+real torch and fails if its version changes. A control shows that the check here can fail: the wheel plus
+an unbounded torchvision (what the old ``timm`` dependency brought) does replace the stand-in torch.
 
 pip resolves against PyPI (``PIP_INDEX_URL`` when set), ignoring this machine's pip configuration files
 (a local constraint such as ``torch<=X`` would hide a replacement). Without network to the index the tests
