@@ -178,10 +178,12 @@ def render_section(results: list[Runs], repeats: int, argv: list[str]) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the section with the same title (up to the next ``## `` heading) or append it."""
+    """Replace the section with the same title (its first line, up to the next ``## `` heading) or append
+    it."""
+    title = section.splitlines()[0].rstrip()
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION_TITLE), None)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == title), None)
     block = section if section.endswith("\n") else section + "\n"
     if start is None:
         lines.append(("\n" if text.endswith("\n") else "\n\n") + block)
