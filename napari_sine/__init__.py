@@ -2,14 +2,10 @@
 
 Give a reference image with labels, get ID, instance and semantic proposals on target images. The
 model lives in the napari-free package ``sine_model``; this package holds the napari side (its npe2
-manifest is ``napari.yaml`` next to this file).
+manifest is ``napari.yaml`` next to this file). Importing it loads neither napari nor torch: napari
+imports the widget module when the user opens the widget, and the model loads in the run's worker.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("napari-sine")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from sine_model import __version__
 
 __all__ = ["__version__"]

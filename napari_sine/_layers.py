@@ -13,15 +13,16 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Layer
 
-from sine_model import TargetResult
-
 from ._inputs import TargetPlane, spatial_shape
+
+if TYPE_CHECKING:  # results come from the worker, which imports the model code
+    from sine_model import TargetResult
 
 __all__ = [
     "SINE_KEY",

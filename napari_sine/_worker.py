@@ -11,18 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sine_model import (
-    Propagator,
-    ReferencePreparation,
-    TargetResult,
-    from_pretrained,
-    get_preset,
-    installed_weights,
-)
+if TYPE_CHECKING:  # the model code (torch) is imported by the worker thread, when a run loads the model
+    from sine_model import Propagator, ReferencePreparation, TargetResult
 
 __all__ = ["RunRequest", "Status", "Started", "ModelHolder", "RunFailed", "propagation_steps"]
 
@@ -158,6 +152,8 @@ class ModelHolder:
 
     def get(self, request: RunRequest) -> Propagator:
         """A propagator for the request's model, device, precision, scale and channels."""
+        from sine_model import Propagator, from_pretrained, get_preset, installed_weights
+
         preset = get_preset(request.preset)
         installed = installed_weights(preset)
         sha = installed.sha256 if installed is not None else None
@@ -210,6 +206,8 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
     """
     try:
         yield Status(f"loading model {request.preset}")
+        from sine_model import ReferencePreparation
+
         propagator = holder.get(request)
         preparation = ReferencePreparation(propagator, request.pairs, request.classes,
                                            calibrate=request.calibrate, adapt_seconds=request.adapt_seconds,

@@ -6,8 +6,8 @@
 # unless the official weights were imported — writes the proposals to ./demo_output/ and prints per
 # target the object counts, instance F1 and semantic IoU against the bundled labels.
 #
-# Steps: a virtual environment in ./.venv (reused when it exists; shared with scripts/test.sh), torch +
-# torchvision at the tested versions FIRST, `pip install -e .`, then `napari-sine demo` with the network
+# Steps: a virtual environment in ./.venv (reused when it exists; shared with scripts/test.sh), torch at
+# the tested version FIRST, `pip install -e .`, then `napari-sine demo` with the network
 # switched off for the model (HF_HUB_OFFLINE=1). Extra arguments go to `napari-sine demo`, e.g.
 # `bash scripts/demo.sh --adapt 60`.
 #

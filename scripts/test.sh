@@ -10,12 +10,13 @@
 #      apt-get when some are missing and we are root (or have sudo); otherwise a warning;
 #   2. a virtual environment in ./.venv (reused when it already exists);
 #   3. torch + torchvision at the pinned versions FIRST (a bare `torch` requirement would pull
-#      whatever pip finds; 2.14.1/0.29.1 are the versions the project is tested with);
+#      whatever pip finds; 2.14.1/0.29.1 are the versions the project is tested with; torchvision only
+#      because the test extra's timm needs one);
 #   4. `pip install -e ".[test]"`;
 #   5. `ruff check .`;
 #   6. `python -m pytest -q` (pytest's exit code is kept: no tests collected, exit 5, is a failure).
 #
-# Environment knobs (PYTHON, VENV, TORCH_PACKAGES): scripts/venv.sh.
+# Environment knobs (PYTHON, VENV, TORCH_PACKAGES, TORCHVISION_PACKAGES): scripts/venv.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -102,8 +103,9 @@ install_system_packages() {
 
 step "system packages (Xvfb, Qt xcb libraries)" install_system_packages
 step "virtual environment" make_venv
-# shellcheck disable=SC2086  # TORCH_PACKAGES is a space-separated list on purpose
-step "torch first ($TORCH_PACKAGES)" "$PY" -m pip install $TORCH_PACKAGES
+# shellcheck disable=SC2086  # the package lists are space-separated on purpose
+step "torch first ($TORCH_PACKAGES $TORCHVISION_PACKAGES)" "$PY" -m pip install $TORCH_PACKAGES \
+    $TORCHVISION_PACKAGES
 step "pip install -e .[test]" "$PY" -m pip install -e ".[test]"
 step "ruff check" "$PY" -m ruff check .
 step "pytest" "$PY" -m pytest -q "$@"

@@ -2,12 +2,15 @@
 # which torch goes in first, and how the environment is made.
 #
 # Environment knobs: PYTHON (interpreter that creates the venv, default python3), VENV (default
-# .venv), TORCH_PACKAGES (default "torch==2.14.1 torchvision==0.29.1": the versions the project is
-# tested with; a bare `torch` requirement would pull whatever pip finds).
+# .venv), TORCH_PACKAGES (default "torch==2.14.1": the version the project is tested with; a bare
+# `torch` requirement would pull whatever pip finds), TORCHVISION_PACKAGES (default
+# "torchvision==0.29.1", the release built for that torch; installed by scripts/test.sh only, for the
+# test extra's timm, which would otherwise pull the newest torchvision and with it the newest torch).
 
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-TORCH_PACKAGES="${TORCH_PACKAGES:-torch==2.14.1 torchvision==0.29.1}"
+TORCH_PACKAGES="${TORCH_PACKAGES:-torch==2.14.1}"
+TORCHVISION_PACKAGES="${TORCHVISION_PACKAGES:-torchvision==0.29.1}"
 PY="$VENV/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_PROGRESS_BAR=off

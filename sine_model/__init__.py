@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from sine_model import triton_guard
 
+#: The napari-sine release (pyproject.toml reads it from here; PEP 440, alpha until the first release).
+__version__ = "0.1.0a1"
+
 triton_guard.install()  # before anything can import torch._dynamo: see sine_model/triton_guard.py
 
 #: Public name → module that defines it (loaded on first access).

@@ -8,6 +8,8 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QWidget
 
+from .narrow_layout import narrow_combo
+
 __all__ = ["LayerCombo", "LayerChecklist", "LayerListWatcher"]
 
 LayerFilter = Callable[[Any], bool]
@@ -83,6 +85,7 @@ class LayerCombo(QComboBox):
         self.viewer, self.keep, self.extras = viewer, keep, tuple(extras)
         self._extra_first = prefer_extra and bool(self.extras)
         self._layers: list[Any] = []
+        narrow_combo(self)
         self.refresh()
 
     def refresh(self) -> None:

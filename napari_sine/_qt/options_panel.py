@@ -1,27 +1,37 @@
-"""The Model section: modes, model, device, threshold, scale, memory, calibration, adaptation, refinement."""
+"""The Model section: modes, model, device; folded under "advanced": threshold, scale, memory,
+calibration, adaptation, refinement.
+
+The model list and the devices come from ``sine_model``'s registry, whose first reading imports torch
+(seconds). When that has not happened yet in this process, they are read in a worker thread after the
+widget opens, so opening it never freezes napari; until then the model list says "loading models…".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from qtpy.QtCore import Qt
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QStandardItemModel
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
-from sine_model import DEFAULT_THRESHOLDS, MODES, PRESETS
+from sine_model import DEFAULT_THRESHOLDS, MODES
 
 from .._inputs import InputError
-from .._models import ModelChoice, available_devices, default_model, model_choice, model_choices
+from .._models import ModelChoice, default_model, model_choice, model_choices, read_registry, registry_loaded
 from .._settings import WidgetSettings
+from .narrow_layout import CollapsibleSection, narrow_combo, narrow_form
 
 __all__ = ["OptionsPanel"]
 
@@ -41,16 +51,16 @@ class OptionsPanel(QGroupBox):
         for mode, box in self.modes.items():
             box.setToolTip(MODE_TIPS[mode])
             box.setChecked(True)
-        self.model = QComboBox()
+        self.model = narrow_combo(QComboBox())
         self.model.setToolTip("model preset; presets whose weights are missing are listed but disabled "
                               "(their tooltip says how to install them)")
         self.refresh_models_button = QToolButton()
         self.refresh_models_button.setText("↻")
         self.refresh_models_button.setToolTip("look again for installed models (after "
                                               "`napari-sine weights import …`)")
-        self.refresh_models_button.clicked.connect(self.refresh_models)
-        self.device = QComboBox()
-        self.device.addItems(available_devices())
+        self.refresh_models_button.clicked.connect(lambda: self.refresh_models())
+        self.device = narrow_combo(QComboBox())
+        self.device.addItem("auto")
         self.device.setToolTip("only devices that work on this machine are listed; auto picks CUDA, "
                                "then MPS, then CPU")
         self.threshold = QDoubleSpinBox()
@@ -81,27 +91,19 @@ class OptionsPanel(QGroupBox):
                                "texture) and marks object borders, so thin gaps and touching objects come "
                                "apart")
         self.refine_seconds = _seconds_box("time budget of the refiner's training")
-        modes_row = QHBoxLayout()
-        for box in self.modes.values():
-            modes_row.addWidget(box)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model, 1)
-        model_row.addWidget(self.refresh_models_button)
-        form = QFormLayout(self)
-        form.addRow("modes", modes_row)
-        form.addRow("model", model_row)
-        form.addRow("device", self.device)
-        form.addRow("score threshold", self.threshold)
-        form.addRow("scale", self.scale)
-        form.addRow(self.memory)
-        form.addRow(self.calibrate)
-        for box, seconds in ((self.adapt, self.adapt_seconds), (self.refine, self.refine_seconds)):
-            row = QHBoxLayout()
-            row.addWidget(box)
-            row.addWidget(seconds)
-            form.addRow(row)
+        self.advanced = CollapsibleSection("advanced options")
+        self.advanced.button.setToolTip("score threshold, scale, time-lapse memory, calibration, test-time "
+                                        "adaptation and refinement (unfolded when one of them is on)")
+        self._build_layout()
         self._choices: list[ModelChoice] = []
-        self.refresh_models()
+        self.loading = False  # the model list is being read in a worker thread
+        self._loader: Any = None
+        self._wanted_model = ""  # the model and device to select once the list is read
+        self._wanted_device = "auto"
+        if registry_loaded():
+            self._fill_registry(*read_registry())
+        else:
+            self._load_registry()
         for box in self.modes.values():
             box.toggled.connect(on_change)
         self.model.currentIndexChanged.connect(on_change)
@@ -115,12 +117,81 @@ class OptionsPanel(QGroupBox):
             box.toggled.connect(seconds.setEnabled)
             seconds.valueChanged.connect(on_change)
 
+    def _build_layout(self) -> None:
+        modes_row = QHBoxLayout()
+        for box in self.modes.values():
+            modes_row.addWidget(box)
+        modes_row.addStretch(1)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.refresh_models_button)
+        form = narrow_form()
+        form.addRow("modes", modes_row)
+        form.addRow("model", model_row)
+        form.addRow("device", self.device)
+        advanced = narrow_form(self.advanced.content)
+        advanced.setContentsMargins(12, 0, 0, 0)
+        advanced.addRow("score threshold", self.threshold)
+        advanced.addRow("scale", self.scale)
+        advanced.addRow(self.memory)
+        advanced.addRow(self.calibrate)
+        advanced.addRow(self.adapt, self.adapt_seconds)
+        advanced.addRow(self.refine, self.refine_seconds)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+
+    # -- the registry (model list and devices) ------------------------------------------------------
+
+    def _load_registry(self) -> None:
+        """Read the model list and the devices in a worker thread (the first reading imports torch),
+        started from the event loop, once the widget is up."""
+        self.loading = True
+        self.model.clear()
+        self.model.addItem("loading models…")
+        self.model.setEnabled(False)
+        self.refresh_models_button.setEnabled(False)
+        QTimer.singleShot(0, self._start_loader)
+
+    def _start_loader(self) -> None:
+        worker = create_worker(read_registry, _ignore_errors=True, _start_thread=False)
+        worker.returned.connect(self._registry_read)
+        worker.errored.connect(self._registry_failed)
+        self._loader = worker
+        worker.start()
+
+    def _registry_read(self, found: tuple[list[ModelChoice], list[str]]) -> None:
+        self._loader = None
+        self._fill_registry(*found)
+
+    def _registry_failed(self, error: BaseException) -> None:
+        self._loader, self.loading = None, False
+        self.model.clear()
+        self.model.addItem("no model list: see the notification")
+        show_error(f"SINE: reading the model list failed ({type(error).__name__}: {error})")
+
+    def _fill_registry(self, choices: list[ModelChoice], devices: list[str]) -> None:
+        self.loading = False
+        self.model.setEnabled(True)
+        self.refresh_models_button.setEnabled(True)
+        self.device.blockSignals(True)
+        self.device.clear()
+        self.device.addItems(devices)
+        self.device.setCurrentIndex(max(self.device.findText(self._wanted_device), 0))
+        self.device.blockSignals(False)
+        self._show_models(choices, self._wanted_model)
+
     # -- models -------------------------------------------------------------------------------------
 
     def refresh_models(self, prefer: str = "") -> None:
-        """Re-read the preset registry and the installed weights."""
-        wanted = prefer or self.model_name()
-        self._choices = model_choices()
+        """Re-read the preset registry and the installed weights (while the list loads: choose later)."""
+        if self.loading:
+            self._wanted_model = prefer or self._wanted_model
+            return
+        self._show_models(model_choices(), prefer or self.model_name())
+
+    def _show_models(self, choices: list[ModelChoice], wanted: str) -> None:
+        self._choices = choices
         self.model.blockSignals(True)
         self.model.clear()
         items = self.model.model()
@@ -144,6 +215,10 @@ class OptionsPanel(QGroupBox):
 
     def model_choice(self) -> ModelChoice:
         """The chosen, installed model (raises InputError with install steps otherwise)."""
+        if self.loading:
+            raise InputError("the model list is still loading: press Run again in a moment")
+        from sine_model import PRESETS  # read already (the list is loaded)
+
         name = self.model_name()
         if name not in PRESETS:
             raise InputError("no model chosen: pick one in the model list (↻ re-reads installed models)")
@@ -177,6 +252,7 @@ class OptionsPanel(QGroupBox):
             box.setChecked(mode in settings.modes)
         if settings.model:
             self.refresh_models(prefer=settings.model)
+        self._wanted_device = settings.device
         index = self.device.findText(settings.device)
         self.device.setCurrentIndex(max(index, 0))
         self.threshold.setValue(settings.threshold)
@@ -189,11 +265,14 @@ class OptionsPanel(QGroupBox):
         self.refine_seconds.setValue(settings.refine_seconds)
         self.refine.setChecked(settings.refine)
         self.refine_seconds.setEnabled(settings.refine)
+        if settings.memory or settings.calibrate or settings.adapt or settings.refine:
+            self.advanced.set_expanded(True)  # options that change the result stay in sight
 
     def settings_into(self, settings: WidgetSettings) -> None:
         settings.modes = [mode for mode, box in self.modes.items() if box.isChecked()]
-        settings.model = self.model_name()
-        settings.device = self.device.currentText()
+        # while the list loads, keep the remembered model and device, not the placeholder
+        settings.model = self._wanted_model if self.loading else self.model_name()
+        settings.device = self._wanted_device if self.loading else self.device.currentText()
         settings.threshold = round(self.threshold.value(), 4)
         settings.scale = round(self.scale.value(), 4)
         settings.memory = self.memory.isChecked()

@@ -23,6 +23,7 @@ from .._inputs import InputError, spatial_shape
 from .._layers import SINE_KEY, current_plane, is_proposal, layer_geometry
 from .._review import ScoreFilter, UndoTracker, accept, proposal_stack_axis
 from .layer_widgets import LayerCombo
+from .narrow_layout import narrow_combo
 
 __all__ = ["ReviewPanel", "NEW_LAYER"]
 
@@ -63,13 +64,14 @@ class ReviewPanel(QGroupBox):
                                   "accepted. Scores are in the layer's features: ID and instance scores "
                                   "lie in [0, 1], semantic scores are unnormalised sums (can exceed 1)")
         self.counts = QLabel("")
+        self.counts.setWordWrap(True)  # long counts wrap instead of widening the dock
         self.destination = LayerCombo(
             viewer, lambda layer: isinstance(layer, Labels) and not is_proposal(layer), extras=(NEW_LAYER,),
             prefer_extra=True,
         )
         self.destination.setToolTip("Labels layer that receives accepted proposals; its labels are never "
                                     "overwritten")
-        self.scope = QComboBox()
+        self.scope = narrow_combo(QComboBox())
         for key, text in SCOPES.items():
             self.scope.addItem(text, key)
         self.accept_button = QPushButton("Accept")
@@ -84,14 +86,16 @@ class ReviewPanel(QGroupBox):
         filter_row.addWidget(self.min_score)
         filter_row.addWidget(self.counts)
         buttons = QHBoxLayout()
-        for button in (self.accept_button, self.undo_button, self.promote_button):
+        for button in (self.accept_button, self.undo_button):
             buttons.addWidget(button)
         form = QFormLayout(self)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("proposals", self.proposals)
         form.addRow("min score", filter_row)
         form.addRow("accept into", self.destination)
         form.addRow("targets", self.scope)
         form.addRow(buttons)
+        form.addRow(self.promote_button)
         self.min_score.valueChanged.connect(self.apply_filter)
         self.proposals.currentIndexChanged.connect(self.apply_filter)
         self.accept_button.clicked.connect(self.accept)

@@ -14,7 +14,7 @@ import copy
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.qt.threading import create_worker
@@ -22,12 +22,15 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
-from sine_model import PropagationError, TargetResult, WeightsError, get_preset
+from sine_model import PropagationError, WeightsError
 
 from .._inputs import InputError, ReferenceChoice, TargetPlane, spatial_shape
 from .._layers import ProposalSink
 from .._provenance import array_digest, cli_command, layer_source, now, versions
 from .._worker import ModelHolder, RunFailed, RunRequest, Started, Status, propagation_steps
+
+if TYPE_CHECKING:  # the model code (torch) loads in the run's worker, not when the widget opens
+    from sine_model import TargetResult
 
 __all__ = ["RunController", "run_records"]
 
@@ -39,6 +42,8 @@ def run_records(references: Sequence[ReferenceChoice], pairs: Sequence[tuple[np.
                 planes: Sequence[TargetPlane], request: RunRequest,
                 package_versions: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Provenance records for the run, one per target layer (JSON-compatible)."""
+    from sine_model import get_preset
+
     preset = get_preset(request.preset)
     refs = [
         {
@@ -164,6 +169,8 @@ class RunController:
     # protects against re-entry: napari's progress bars and notifications call processEvents().
 
     def _on_yield(self, item: Status | Started | TargetResult) -> None:
+        from sine_model import TargetResult  # loaded by the worker that yielded the item
+
         sink = self.sink
         if isinstance(item, TargetResult) and sink is not None:
             target = sink.planes[item.index].layer

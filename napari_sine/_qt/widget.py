@@ -12,6 +12,7 @@ from typing import Any
 import napari
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QSize
 from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -36,6 +37,7 @@ from .._layers import ProposalSink
 from .._settings import WidgetSettings
 from .._worker import RunRequest
 from .layer_widgets import LayerChecklist, LayerListWatcher
+from .narrow_layout import ColumnScrollArea
 from .options_panel import OptionsPanel
 from .reference_panel import ReferencePanel
 from .review_panel import ReviewPanel
@@ -90,6 +92,12 @@ class SineWidget(QWidget):
         self.destroyed.connect(self.runner.cancel)  # viewer closed mid-run: stop the worker
 
     def _build_layout(self) -> None:
+        """The sections in one column inside a vertical scroll area.
+
+        The dock stays narrow (combo boxes elide long layer names, forms put labels above fields when
+        short of room, the advanced options fold away) and any height fits: napari's canvas keeps most
+        of a default-sized window.
+        """
         targets_box = QGroupBox("Targets")
         targets_layout = QVBoxLayout(targets_box)
         targets_layout.addWidget(self.targets)
@@ -97,14 +105,25 @@ class SineWidget(QWidget):
         run_row = QHBoxLayout()
         run_row.addWidget(self.run_button)
         run_row.addWidget(self.cancel_button)
+        content = QWidget()
+        column = QVBoxLayout(content)
+        column.setContentsMargins(0, 0, 4, 0)
+        column.addWidget(self.references)
+        column.addWidget(targets_box)
+        column.addWidget(self.options)
+        column.addLayout(run_row)
+        column.addWidget(self.status)
+        column.addWidget(self.review)
+        column.addStretch(1)
+        self.scroll = ColumnScrollArea()
+        self.scroll.setWidget(content)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.references)
-        layout.addWidget(targets_box)
-        layout.addWidget(self.options)
-        layout.addLayout(run_row)
-        layout.addWidget(self.status)
-        layout.addWidget(self.review)
-        layout.addStretch(1)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.scroll)
+
+    def sizeHint(self) -> QSize:  # noqa: N802  (Qt API)
+        """Open as narrow as the sections allow (napari sizes a new dock by this); users can widen it."""
+        return QSize(self.minimumSizeHint().width(), super().sizeHint().height())
 
     # -- settings and layer lists -------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,10 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
 
 def package_version() -> str:
-    """The installed napari-sine version (``0.0.0+unknown`` in a source tree never installed)."""
-    try:
-        return version("napari-sine")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
+    """The napari-sine version (``sine_model.__version__``, the one place it is written)."""
+    from sine_model import __version__
+
+    return __version__
 
 
 def modes_type(text: str) -> tuple[str, ...]:

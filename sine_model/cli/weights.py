@@ -17,15 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sine_model.hub.presets import OFFICIAL_PRESET, list_presets
-from sine_model.hub.pretrained import (
-    CACHE_ENV,
-    WeightsError,
-    import_checkpoint,
-    installed_weights,
-    verify_installed,
-    weights_dir,
-)
+# The handlers import the weights code (and with it torch) when they run: `napari-sine --help` stays fast.
 
 __all__ = ["add_weights_commands", "cmd_import", "cmd_list", "cmd_verify"]
 
@@ -47,11 +39,14 @@ def _error(message: str) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Handle ``weights import SINE_FILE [--dinov2 FILE] [--preset NAME] [--offline]``."""
+    from sine_model.hub.presets import OFFICIAL_PRESET
+    from sine_model.hub.pretrained import WeightsError, import_checkpoint
+
     try:
         installed = import_checkpoint(
             args.sine_file,
             dinov2_file=args.dinov2,
-            preset=args.preset,
+            preset=args.preset or OFFICIAL_PRESET,
             allow_download=not args.offline,
             log=lambda message: print(message, file=sys.stderr),
         )
@@ -67,6 +62,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Handle ``weights list``: every preset, whether it is installed, its size and hash."""
+    from sine_model.hub.presets import list_presets
+    from sine_model.hub.pretrained import CACHE_ENV, installed_weights, weights_dir
+
     print(f"weights folder: {weights_dir()}  (set {CACHE_ENV} to move it)")
     for preset in list_presets():
         installed = installed_weights(preset)
@@ -94,6 +92,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Handle ``weights verify [PRESET ...]``: re-hash installed files; 1 on any mismatch."""
+    from sine_model.hub.presets import list_presets
+    from sine_model.hub.pretrained import WeightsError, installed_weights, verify_installed
+
     names = args.presets or [p.name for p in list_presets() if installed_weights(p)]
     if not names:
         print("no weights installed: nothing to verify")
@@ -155,7 +156,7 @@ def add_weights_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
         type=Path,
         help="DINOv2 weights: Meta's dinov2_vitl14_pretrain.pth, or timm / Hugging Face safetensors",
     )
-    imp.add_argument("--preset", default=OFFICIAL_PRESET, help="preset name (default: %(default)s)")
+    imp.add_argument("--preset", help="preset name (default: the official preset, sine-vitl)")
     imp.add_argument("--offline", action="store_true", help="never download DINOv2 (also: HF_HUB_OFFLINE=1)")
     imp.set_defaults(handler=cmd_import)
 

@@ -33,6 +33,8 @@ def installed():
 def test_one_manifest_inside_the_package_and_the_root_links_to_it():
     root, packaged = ROOT / "napari.yaml", ROOT / "napari_sine" / "napari.yaml"
     assert packaged.is_file() and not packaged.is_symlink()
+    if not root.exists() and not (ROOT / ".git").exists():
+        pytest.skip("an unpacked sdist: the root link is a convenience of the repository, not shipped")
     assert root.is_symlink() and root.resolve() == packaged.resolve()
 
 
