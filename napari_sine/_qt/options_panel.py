@@ -3,17 +3,20 @@ calibration, adaptation, refinement.
 
 The model list and the devices come from ``sine_model``'s registry, whose first reading imports torch
 (seconds). When that has not happened yet in this process, they are read in a worker thread after the
-widget opens, so opening it never freezes napari; until then the model list says "loading models…".
+widget opens, so opening it never freezes napari; until then the model list says "loading models…"
+and :meth:`OptionsPanel.when_loaded` queues what needs the list (a Run pressed meanwhile starts once it
+is read).
 """
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable
 from typing import Any
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtGui import QStandardItemModel
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -34,6 +37,21 @@ from .._settings import WidgetSettings
 from .narrow_layout import CollapsibleSection, narrow_combo, narrow_form
 
 __all__ = ["OptionsPanel"]
+
+#: Longest wait at interpreter exit for a model-list reading still in flight (it cannot be interrupted).
+EXIT_WAIT_MS = 120_000
+_loaders_in_flight: set[Any] = set()
+
+
+def _await_loaders_at_exit() -> None:
+    """Let a model-list reading finish before Python shuts down.
+
+    napari waits for its workers when its event loop quits, but a script that closes the viewer and
+    exits (or a kernel shutdown) skips that: a thread still importing torch while the interpreter
+    finalises aborts the process. Registered once, at the first reading.
+    """
+    if _loaders_in_flight:
+        QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS)
 
 MODE_TIPS = {
     "id": "ID: the same objects as in the reference, keeping their label ids",
@@ -100,6 +118,7 @@ class OptionsPanel(QGroupBox):
         self._loader: Any = None
         self._wanted_model = ""  # the model and device to select once the list is read
         self._wanted_device = "auto"
+        self._when_loaded: list[Callable[[bool], None]] = []
         if registry_loaded():
             self._fill_registry(*read_registry())
         else:
@@ -154,21 +173,41 @@ class OptionsPanel(QGroupBox):
         QTimer.singleShot(0, self._start_loader)
 
     def _start_loader(self) -> None:
+        if not _loaders_in_flight and not getattr(_await_loaders_at_exit, "registered", False):
+            atexit.register(_await_loaders_at_exit)
+            _await_loaders_at_exit.registered = True  # type: ignore[attr-defined]
         worker = create_worker(read_registry, _ignore_errors=True, _start_thread=False)
         worker.returned.connect(self._registry_read)
         worker.errored.connect(self._registry_failed)
+        worker.finished.connect(lambda: _loaders_in_flight.discard(worker))
+        _loaders_in_flight.add(worker)
         self._loader = worker
         worker.start()
+
+    def when_loaded(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(ok)`` once the model list is read (at once when it is): ``ok`` is False when
+        reading it failed."""
+        if self.loading:
+            self._when_loaded.append(callback)
+        else:
+            callback(bool(self._choices))
+
+    def _notify_loaded(self, ok: bool) -> None:
+        waiting, self._when_loaded = self._when_loaded, []
+        for callback in waiting:
+            callback(ok)
 
     def _registry_read(self, found: tuple[list[ModelChoice], list[str]]) -> None:
         self._loader = None
         self._fill_registry(*found)
+        self._notify_loaded(True)
 
     def _registry_failed(self, error: BaseException) -> None:
         self._loader, self.loading = None, False
         self.model.clear()
         self.model.addItem("no model list: see the notification")
         show_error(f"SINE: reading the model list failed ({type(error).__name__}: {error})")
+        self._notify_loaded(False)
 
     def _fill_registry(self, choices: list[ModelChoice], devices: list[str]) -> None:
         self.loading = False

@@ -60,6 +60,7 @@ class SineWidget(QWidget):
         self.viewer = napari_viewer
         self.settings = WidgetSettings.load()
         self._loading = True  # no saving while the controls are being set up
+        self._run_pending = False  # Run was pressed while the model list was still loading
         self.references = ReferencePanel(napari_viewer)
         self.targets = LayerChecklist(napari_viewer, lambda layer: isinstance(layer, Image))
         self.targets.setToolTip("tick one image layer holding a stack, or several 2D image layers")
@@ -83,7 +84,7 @@ class SineWidget(QWidget):
         self._apply_settings()
         self._loading = False
         self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.runner.cancel)
+        self.cancel_button.clicked.connect(self.cancel)
         self.review.min_score.valueChanged.connect(self._save_settings)
         self.review.scope.currentIndexChanged.connect(self._save_settings)
         self.targets.itemChanged.connect(self._update_target_options)
@@ -191,9 +192,25 @@ class SineWidget(QWidget):
         return request, ProposalSink(self.viewer, planes, modes, max_label, max_class, records,
                                      on_reset=self.review.filter.forget)
 
+    @property
+    def busy(self) -> bool:
+        """A run is in progress or waits for the model list."""
+        return self.runner.running or self._run_pending
+
     def run(self) -> None:
-        """Start a run with the current choices (a notification explains any problem)."""
-        if self.runner.running:
+        """Start a run with the current choices (a notification explains any problem).
+
+        Pressed while the model list is still being read (the first use in a session imports the model
+        code), the run starts as soon as the list is there.
+        """
+        if self.busy:
+            return
+        if self.options.loading:
+            self._run_pending = True
+            self.status.setText("waiting for the model list (the first run imports the model code)…")
+            self.run_button.setEnabled(False)
+            self.cancel_button.setEnabled(True)
+            self.options.when_loaded(self._start_pending_run)
             return
         self._save_settings()
         try:
@@ -204,6 +221,28 @@ class SineWidget(QWidget):
             return
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+
+    def _start_pending_run(self, loaded: bool) -> None:
+        if not self._run_pending:  # cancelled while waiting
+            return
+        self._run_pending = False
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if loaded:
+            self.status.setText("ready")
+            self.run()
+        else:
+            self.status.setText("no model list: see the notification")
+
+    def cancel(self) -> None:
+        """Stop the run after the current target (finished targets stay), or drop a waiting run."""
+        if self._run_pending:
+            self._run_pending = False
+            self.run_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+            self.status.setText("cancelled before the start")
+            return
+        self.runner.cancel()
 
     def _run_done(self, sink: ProposalSink | None, cancelled: bool, error: BaseException | None) -> None:
         self.run_button.setEnabled(True)

@@ -99,8 +99,8 @@ def sample_viewer_fixture(make_napari_viewer, tiny_preset):
 
 
 def wait_for_run(qtbot, widget, timeout: int = RUN_TIMEOUT_MS) -> None:
-    """Wait until the widget's run has finished."""
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+    """Wait until the widget's run has finished (including a run waiting for the model list)."""
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
 def collect_notifications(monkeypatch) -> list[str]:

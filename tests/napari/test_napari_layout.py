@@ -6,7 +6,7 @@ docked widget (443 px before the narrow layout), so the bound below leaves room 
 
 from __future__ import annotations
 
-from sine_plugin_helpers import TINY_PRESET, WARNINGS_AS_ERRORS
+from sine_plugin_helpers import TINY_PRESET, TINY_SCALE, WARNINGS_AS_ERRORS, wait_for_run
 from sine_plugin_helpers import plugin_env_fixture as plugin_env_fixture  # fixture `plugin_env`
 from sine_plugin_helpers import sample_viewer_fixture as sample_viewer_fixture  # fixture `sample_viewer`
 from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fixture `tiny_preset`
@@ -14,6 +14,7 @@ from sine_plugin_helpers import tiny_preset_fixture as tiny_preset_fixture  # fi
 from napari_sine._inputs import InputError
 from napari_sine._qt import options_panel
 from napari_sine._qt.widget import SineWidget
+from napari_sine._sample_data import nuclei_sample
 from napari_sine._settings import WidgetSettings
 
 pytestmark = WARNINGS_AS_ERRORS
@@ -76,3 +77,42 @@ def test_model_list_loads_in_a_worker_when_torch_is_not_loaded(make_napari_viewe
     assert options.model_name() == TINY_PRESET and options.device.currentText() == "cpu"
     assert options.model_choice().name == TINY_PRESET
     assert options.model.isEnabled() and options.refresh_models_button.isEnabled()
+
+
+def _widget_while_the_list_loads(make_napari_viewer, monkeypatch) -> SineWidget:
+    """The sample's layers and a widget whose model list is read in a worker, as in a fresh napari."""
+    saved = WidgetSettings.load()
+    saved.model, saved.device = TINY_PRESET, "cpu"
+    saved.save()
+    monkeypatch.setattr(options_panel, "registry_loaded", lambda: False)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in nuclei_sample():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = SineWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.options.scale.setValue(TINY_SCALE)
+    assert widget.options.loading
+    return widget
+
+
+def test_run_pressed_while_the_model_list_loads_starts_once_it_is_read(make_napari_viewer, tiny_preset,
+                                                                        qtbot, monkeypatch):
+    widget = _widget_while_the_list_loads(make_napari_viewer, monkeypatch)
+    widget.run_button.click()  # a user presses Run at once
+    assert widget.busy and not widget.runner.running
+    assert "waiting for the model list" in widget.status.text()
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    wait_for_run(qtbot, widget)
+    assert widget.status.text() == "done: 3 target(s)"
+    assert widget.options.model_name() == TINY_PRESET
+    assert "targets [SINE id]" in widget.viewer.layers
+
+
+def test_a_waiting_run_can_be_cancelled(make_napari_viewer, tiny_preset, qtbot, monkeypatch):
+    widget = _widget_while_the_list_loads(make_napari_viewer, monkeypatch)
+    widget.run_button.click()
+    widget.cancel_button.click()
+    assert not widget.busy and widget.status.text() == "cancelled before the start"
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.options.loading, timeout=60_000)
+    assert not widget.runner.running and "targets [SINE id]" not in widget.viewer.layers

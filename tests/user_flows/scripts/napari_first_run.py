@@ -50,12 +50,12 @@ def main() -> dict:
 
     started = time.perf_counter()
     widget.run_button.click()  # nothing changed: the default model, references and targets as offered
-    app.processEvents()
+    app.processEvents()  # (pressed at once: the run may wait for the model list, read in a worker)
     deadline = time.monotonic() + RUN_CEILING_S
-    while widget.runner.running and time.monotonic() < deadline:
+    while widget.busy and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.01)
-    finished = not widget.runner.running
+    finished = not widget.busy
     run_s = time.perf_counter() - started
 
     proposals = {}
@@ -81,8 +81,8 @@ def main() -> dict:
         "loaded": sorted(name for name in ("timm", "torchvision", "torch._dynamo", "triton")
                          if name in sys.modules),
     }
-    if widget.runner.running:
-        widget.runner.cancel()
+    if widget.busy:
+        widget.cancel()
     viewer.close()
     app.processEvents()
     return result
