@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._inputs import InputError
 from .._review_state import RankedTarget, export_samples, mark, proposals_by_target, rank_viewer
 from .narrow_layout import narrow_combo
 
@@ -107,7 +108,7 @@ class BootstrapPanel(QGroupBox):
         """Rank the targets again and show them."""
         try:
             self.ranked = rank_viewer(self.viewer)
-        except Exception as error:  # a damaged review in a layer's metadata
+        except InputError as error:  # a damaged review in a layer's metadata
             show_error(f"SINE: {error}")
             self.ranked = []
         self.ranking.clear()
@@ -137,19 +138,12 @@ class BootstrapPanel(QGroupBox):
                 step = list(self.viewer.dims.current_step)
                 step[axis] = target.plane
                 self.viewer.dims.current_step = tuple(step)
-            else:
-                others = [
-                    p
-                    for name, modes in proposals_by_target(self.viewer).items()
-                    if name != target.layer
-                    for p in (layers[name] if name in layers else None, *modes.values())
-                    if p is not None
-                ]
-                for layer in others:
-                    layer.visible = False
-                image.visible = True
-                for proposal in proposals_by_target(self.viewer).get(target.layer, {}).values():
-                    proposal.visible = True
+            else:  # separate 2D targets: show this one (image + proposals), hide the other targets
+                for name, proposals in proposals_by_target(self.viewer).items():
+                    shown = name == target.layer
+                    for layer in (layers[name] if name in layers else None, *proposals.values()):
+                        if layer is not None:
+                            layer.visible = shown
             layers.selection.active = image
 
     # -- review marks ---------------------------------------------------------------------------------
@@ -174,8 +168,13 @@ class BootstrapPanel(QGroupBox):
     def export_to(self, folder: str, overwrite: bool = False) -> Any:
         """Export into ``folder`` with the chosen format in a worker thread; returns the worker."""
         try:
-            samples = export_samples(self.viewer, self.references())
-        except Exception as error:
+            references = self.references()
+        except InputError as error:
+            show_warning(f"SINE: exporting without the references ({error})")
+            references = []
+        try:
+            samples = export_samples(self.viewer, references)
+        except InputError as error:
             show_error(f"SINE: {error}")
             return None
         fmt = str(self.format.currentData())
