@@ -79,7 +79,8 @@ class SineWidget(QWidget):
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
         self.review = ReviewPanel(napari_viewer, on_promote=self._promote, on_error=self._notify)
-        self.bootstrap = BootstrapPanel(napari_viewer, self.review.current_review_target, self._export_references)
+        self.bootstrap = BootstrapPanel(napari_viewer, self.review.current_review_target,
+                                        self._export_references)
         self.review.on_reviewed = self.bootstrap.refresh
         self.runner = RunController(napari_viewer, on_status=self.status.setText, on_done=self._run_done)
         self._build_layout()
