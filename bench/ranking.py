@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def summarise(records: list[dict], ks: Sequence[int]) -> list[dict]:
     rows = []
-    for dataset in [*dict.fromkeys(r["dataset"] for r in records), "all"]:
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    for dataset in datasets + (["all"] if len(datasets) > 1 else []):
         chosen = [r for r in records if dataset in ("all", r["dataset"])]
         sets = {}
         for r in chosen:
