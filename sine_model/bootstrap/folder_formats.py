@@ -5,13 +5,15 @@
 * ``napari-sine`` — ``images/<name>.tif`` + ``labels/<name>.tif`` and ``manifest.csv`` (``image_id``,
   ``group`` = source file), the layout of :func:`~sine_model.training.folders.folder_groups`; plus
   ``manifest_train.csv`` (the training split only) and ``train.toml``, a training configuration reading
-  it, so ``napari-sine train train.toml`` trains on what was just exported.
+  it, so ``napari-sine train train.toml`` fine-tunes the embedded model on what was just exported.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +24,31 @@ from sine_model.bootstrap.dataset import ExportSample
 __all__ = ["write_tiff_folders", "write_napari_sine", "TRAIN_CONFIG_NAME"]
 
 TRAIN_CONFIG_NAME = "train.toml"
+#: The shipped embedded model's weights (sine_model/data/), the init of the written train.toml.
+EMBEDDED_WEIGHTS = "sine-embedded.safetensors"
 _TRAIN_TOML = """\
 # Training configuration for this dataset: `napari-sine train train.toml` (see docs/training.md).
 # Reads the training split (manifest_train.csv: image_id, group = source file); split.csv lists the
-# validation images. To fine-tune a model instead of training from random weights, set [model] init
-# to its .safetensors file (and its kind and widths, as in configs/embedded.toml).
+# validation images. Fine-tunes the shipped embedded model (its architecture, as configs/embedded.toml,
+# and its weights as init); remove `init` to train from random weights.
 seed = 0
 steps = 1000
 out_dir = "training_output"
+
+[model]
+kind = "filterbank"
+dim = 128
+num_heads = 4
+ffn_dim = 512
+num_fusion_layers = 1
+num_decoder_layers = 3
+num_queries = 50
+encoder_dim = 256
+init = {init}
+
+[optim]
+lr = 1e-4
+warmup_steps = 50
 
 [[data.folders]]
 root = "."
@@ -68,4 +87,5 @@ def write_napari_sine(out: Path, samples: Sequence[ExportSample], split: Mapping
             writer = csv.writer(handle)
             writer.writerow(["image_id", "group"])
             writer.writerows([s.name, s.source] for s in samples if keep(s))
-    (out / TRAIN_CONFIG_NAME).write_text(_TRAIN_TOML, encoding="utf-8")
+    init = json.dumps(str(files("sine_model") / "data" / EMBEDDED_WEIGHTS))  # a TOML basic string
+    (out / TRAIN_CONFIG_NAME).write_text(_TRAIN_TOML.replace("{init}", init), encoding="utf-8")
