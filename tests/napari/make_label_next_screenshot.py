@@ -31,8 +31,13 @@ def take_label_next_screenshot(viewer, path: str | Path, timeout_s: float = 900)
     widget.options.scale.setValue(1.0)
     for mode in ("id", "instance", "semantic"):
         widget.options.modes[mode].setChecked(True)
-    widget.run()
     deadline = time.monotonic() + timeout_s
+    while widget.options.loading:  # the model list loads in a worker once the widget is open
+        if time.monotonic() > deadline:
+            raise TimeoutError("the model list did not load in time")
+        QApplication.processEvents()
+        time.sleep(0.02)
+    widget.run()
     while widget.runner.running:
         if time.monotonic() > deadline:
             widget.runner.cancel()
