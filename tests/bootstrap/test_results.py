@@ -47,7 +47,7 @@ def test_not_a_results_folder_says_so(tmp_path):
         read_results(tmp_path)
     with pytest.raises(InputFileError, match="not a folder"):
         read_results(tmp_path / "missing")
-    tifffile.imwrite(tmp_path / "labels_instance.tif", np.zeros((2, 4, 4), np.uint32))
+    tifffile.imwrite(tmp_path / "labels_instance.tif", np.zeros((2, 6, 7), np.uint32))
     (tmp_path / "scores.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputFileError, match="napari-sine scores.csv"):
         read_results(tmp_path)
