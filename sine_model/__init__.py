@@ -18,7 +18,7 @@ Layers, each importing only from the ones below it (``tests/test_layering.py`` e
 2. ``modeling/`` — the nn modules, :class:`ModelConfig`, :func:`build_model`
 3. ``postprocess/`` — model outputs to label maps
 4. ``hub/`` (presets, weights) and ``engine/`` (the :class:`Propagator`)
-5. ``training/``
+5. ``training/``; ``bootstrap/`` — review state, "label this next" ranking, dataset export
 6. ``fitting/`` — what is fitted on the user's references at run time; ``scaleout/`` — resumable and
    distributed runs of a prepared propagator
 7. ``cli/`` — the ``napari-sine`` command
@@ -80,6 +80,20 @@ _API: dict[str, str] = {
     "propagate_distributed": "sine_model.scaleout.runner",
     "RunSummary": "sine_model.scaleout.runner",
     "load_sample": "sine_model.sample_data",
+    # dataset bootstrapping: review state, "label this next", export
+    "ReviewState": "sine_model.bootstrap.review",
+    "read_review": "sine_model.bootstrap.review",
+    "write_review": "sine_model.bootstrap.review",
+    "REVIEW_STATUSES": "sine_model.bootstrap.review",
+    "TargetUncertainty": "sine_model.bootstrap.ranking",
+    "target_uncertainty": "sine_model.bootstrap.ranking",
+    "result_uncertainty": "sine_model.bootstrap.ranking",
+    "rank_targets": "sine_model.bootstrap.ranking",
+    "read_results": "sine_model.bootstrap.results",
+    "ExportSample": "sine_model.bootstrap.dataset",
+    "EXPORT_FORMATS": "sine_model.bootstrap.export",
+    "export_dataset": "sine_model.bootstrap.export",
+    "samples_from_review": "sine_model.bootstrap.export",
     # modes and options
     "MODES": "sine_model.modes",
     "INSTANCE_SOURCES": "sine_model.modes",
@@ -103,7 +117,9 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "EMBEDDED_PRESET",
     "ENCODER_CONFIGS",
+    "EXPORT_FORMATS",
     "EncoderConfig",
+    "ExportSample",
     "FileTargets",
     "INSTANCE_SOURCES",
     "InputError",
@@ -118,19 +134,23 @@ __all__ = [
     "Preset",
     "PropagationError",
     "Propagator",
+    "REVIEW_STATUSES",
     "ReferencePreparation",
     "ReferenceTokens",
     "ResultWriter",
+    "ReviewState",
     "RunSummary",
     "SINE",
     "SineError",
     "TargetResult",
+    "TargetUncertainty",
     "WeightSource",
     "WeightsError",
     "WeightsNotFoundError",
     "build_model",
     "build_sine",
     "default_preset",
+    "export_dataset",
     "from_pretrained",
     "get_preset",
     "import_checkpoint",
@@ -142,11 +162,18 @@ __all__ = [
     "parse_classes",
     "parse_modes",
     "propagate_distributed",
+    "rank_targets",
     "read_image",
+    "read_results",
+    "read_review",
     "register_preset",
+    "result_uncertainty",
+    "samples_from_review",
     "save_preset_weights",
     "select_device",
+    "target_uncertainty",
     "verify_installed",
+    "write_review",
 ]
 
 

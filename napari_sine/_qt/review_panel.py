@@ -1,4 +1,5 @@
-"""The Review section: score filter, accept into a Labels layer (undoable), promote to reference."""
+"""The Review section: score filter, accept into a Labels layer (undoable, recorded in the review state),
+promote to reference."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from qtpy.QtWidgets import (
 from .._inputs import InputError, spatial_shape
 from .._layers import SINE_KEY, current_plane, is_proposal, layer_geometry
 from .._review import ScoreFilter, UndoTracker, accept, proposal_stack_axis
+from .._review_state import mark
 from .layer_widgets import LayerCombo
 from .narrow_layout import narrow_combo
 
@@ -52,6 +54,7 @@ class ReviewPanel(QGroupBox):
         super().__init__("Review", parent)
         self.viewer = viewer
         self.on_promote, self.on_error = on_promote, on_error
+        self.on_reviewed: Callable[[], None] = lambda: None  # the review state changed (accept)
         self.filter = ScoreFilter()
         self.undo_tracker = UndoTracker()
         self.proposals = LayerCombo(viewer, is_proposal)
@@ -169,8 +172,16 @@ class ReviewPanel(QGroupBox):
             return
         self.undo_tracker.arm(destination)
         self.undo_button.setEnabled(True)
+        mark(self.viewer, proposal, plane, "accepted", destination.name)
+        self.on_reviewed()
         note = f"; {result.skipped_pixels} pixels kept from existing labels" if result.skipped_pixels else ""
         show_info(f"SINE: accepted {result.objects} object(s) into '{destination.name}'{note}")
+
+    def current_review_target(self) -> tuple[Labels | None, int | None, str | None]:
+        """The chosen proposals, the plane on screen (None for 2D) and the chosen Labels layer's name."""
+        proposal, destination = self.proposals.layer(), self.destination.layer()
+        plane = None if proposal is None else self._plane_of(proposal)
+        return proposal, plane, None if destination is None else destination.name
 
     def undo(self) -> None:
         if not self.undo_tracker.undo():

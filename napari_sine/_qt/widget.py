@@ -36,6 +36,7 @@ from .._inputs import (
 from .._layers import ProposalSink
 from .._settings import WidgetSettings
 from .._worker import RunRequest
+from .bootstrap_panel import BootstrapPanel
 from .layer_widgets import LayerChecklist, LayerListWatcher
 from .narrow_layout import ColumnScrollArea
 from .options_panel import OptionsPanel
@@ -79,6 +80,9 @@ class SineWidget(QWidget):
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
         self.review = ReviewPanel(napari_viewer, on_promote=self._promote, on_error=self._notify)
+        self.bootstrap = BootstrapPanel(napari_viewer, self.review.current_review_target,
+                                        self._export_references)
+        self.review.on_reviewed = self.bootstrap.refresh
         self.runner = RunController(napari_viewer, on_status=self.status.setText, on_done=self._run_done)
         self._build_layout()
         self._apply_settings()
@@ -115,6 +119,7 @@ class SineWidget(QWidget):
         column.addLayout(run_row)
         column.addWidget(self.status)
         column.addWidget(self.review)
+        column.addWidget(self.bootstrap)
         column.addStretch(1)
         self.scroll = ColumnScrollArea()
         self.scroll.setWidget(content)
@@ -258,6 +263,16 @@ class SineWidget(QWidget):
         layers = [layer for layer in sink.all_layers() if layer in self.viewer.layers]
         if layers and sink.done:
             self.review.show_proposals(layers[0])
+            self.bootstrap.refresh()
+
+    def _export_references(self) -> list[tuple[str, Any, Any]]:
+        """The reference pairs as (name, image, labels), exported with the reviewed targets."""
+        pairs = []
+        for choice in self.references.choices():
+            image, labels = reference_arrays(choice)
+            plane = "" if choice.plane is None else f"[{choice.plane}]"
+            pairs.append((f"{choice.image.name}{plane}", image, labels))
+        return pairs
 
     def _promote(self, image: Image, labels: Labels, plane: int | None) -> None:
         """Add (target image, accepted labels) as a reference pair and run again."""

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 from sine_model.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, package_version
 from sine_model.cli.demo import add_demo_command
+from sine_model.cli.export import add_export_command
 from sine_model.cli.propagate import add_propagate_command
+from sine_model.cli.rank import add_rank_commands
 from sine_model.cli.train import add_train_commands
 from sine_model.cli.weights import add_weights_commands
 from sine_model.errors import SineError
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # each leaf parser sets `handler(args) -> exit status`
     add_propagate_command(subparsers)
+    add_rank_commands(subparsers)
+    add_export_command(subparsers)
     add_weights_commands(subparsers)
     add_train_commands(subparsers)
     add_demo_command(subparsers)

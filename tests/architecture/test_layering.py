@@ -25,6 +25,8 @@ LAYERS: dict[str, int] = {
     "postprocess": 3,
     "hub": 4, "engine": 4,
     "training": 5,
+    # review state, ranking and export of reviewed targets: files (io) and metrics only, torch-free
+    "bootstrap": 5,
     "fitting": 6,
     # resumable / distributed runs: a prepared propagator (engine) + loading weights on workers (hub);
     # used by cli; never needs fitting (the caller prepares the references)

@@ -47,7 +47,8 @@ def test_importing_the_packages_loads_nothing_heavy(statement):
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["propagate", "--help"], ["demo", "--help"],
                                   ["weights", "--help"], ["weights", "import", "--help"],
-                                  ["train", "--help"], ["adapt", "--help"]],
+                                  ["train", "--help"], ["adapt", "--help"], ["rank", "--help"],
+                                  ["review", "--help"], ["export", "--help"]],
                          ids=" ".join)
 def test_cli_help_loads_no_torch(argv):
     # what the `napari-sine` console script runs: `from sine_model.cli import main; sys.exit(main())`
