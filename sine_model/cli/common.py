@@ -25,8 +25,9 @@ __all__ = [
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
 # The library's messages name Python parameters; on the command line the same words are flags.
-_PARAMETER_FLAGS = {"stack_axis": "--stack-axis", "channel_axis": "--channel-axis", "batch_size": "--batch-size",
-                    "instance_source": "--instances", "tile_overlap": "tile overlap"}
+_PARAMETER_FLAGS = {"stack_axis": "--stack-axis", "channel_axis": "--channel-axis",
+                    "batch_size": "--batch-size", "instance_source": "--instances",
+                    "tile_overlap": "tile overlap"}
 _START_FLAGS = re.compile(r"^(pad|scale) (must|is)")
 _THRESHOLD = re.compile(r"\b(?:the )?(id|instance|semantic) score threshold\b")
 

@@ -47,7 +47,8 @@ def image_layout(image: Any, channel_axis: int | None, what: str) -> tuple[tuple
     return layout
 
 
-def _spatial_layout(shape: tuple[int, ...], channel_axis: int | None, what: str) -> tuple[tuple[int, int], int]:
+def _spatial_layout(shape: tuple[int, ...], channel_axis: int | None,
+                    what: str) -> tuple[tuple[int, int], int]:
     if len(shape) == 2:
         if channel_axis is not None:
             raise PropagationError(f"{what} is 2D {shape} but channel_axis={channel_axis} was given")

@@ -30,11 +30,10 @@ import tifffile
 
 from sine_model.errors import InputFileError
 from sine_model.io.ome_zarr_reader import multiscales_of, open_multiscale_level
-from sine_model.io.tiff_checks import check_tiff_file, check_tiff_series
+from sine_model.io.tiff_checks import SUPPORTED_FORMATS, check_tiff_file, check_tiff_series
 
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 PICTURE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
-SUPPORTED_FORMATS = "TIFF (.tif, .tiff), PNG (.png), JPEG (.jpg, .jpeg), zarr (directory store)"
 
 #: TIFF files with more pixel data than this (bytes) are opened lazily instead of read whole.
 LAZY_TIFF_BYTES: int = 512 * 1024**2
@@ -120,7 +119,7 @@ def _open_tiff(path: Path) -> Any:
     except InputFileError:
         raise
     except (tifffile.TiffFileError, IndexError, ValueError, OSError, KeyError) as exc:
-        raise _fail(path, f"the TIFF file is damaged or truncated ({type(exc).__name__}: {exc})") from exc
+        raise _fail(path, f"the TIFF file is truncated or damaged ({type(exc).__name__}: {exc})") from exc
 
 
 class LazyImage:

@@ -16,7 +16,9 @@ import numpy as np
 
 from sine_model.errors import InputFileError
 
-__all__ = ["check_tiff_file", "check_tiff_series", "sniff_format"]
+__all__ = ["SUPPORTED_FORMATS", "check_tiff_file", "check_tiff_series", "sniff_format"]
+
+SUPPORTED_FORMATS = "TIFF (.tif, .tiff), PNG (.png), JPEG (.jpg, .jpeg), zarr (directory store)"
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 _OTHER_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
@@ -45,18 +47,20 @@ def check_tiff_file(path: Path) -> None:
         raise InputFileError(f"Cannot read {path}: {exc.strerror or exc}. Check the file's permissions.") \
             from exc
     if not head:
-        raise InputFileError(f"Cannot read {path}: the file is empty (0 bytes). Save the image again.")
+        raise InputFileError(f"Cannot read {path}: the file is empty (0 bytes), not a valid TIFF. Save the "
+                             f"image again. Supported formats: {SUPPORTED_FORMATS}.")
     kind = sniff_format(head)
     if kind == "TIFF":
         return
     if kind is not None:
         suffix = {"JPEG": ".jpg"}.get(kind, f".{kind.lower()}")
-        raise InputFileError(f"Cannot read {path}: it is a {kind} file named {path.suffix}. Rename it to "
-                             f"{path.with_suffix(suffix).name}, or save it as TIFF.")
+        raise InputFileError(f"Cannot read {path}: it is a {kind} file named {path.suffix}, not a valid "
+                             f"TIFF. Rename it to {path.with_suffix(suffix).name}, or save it as TIFF. "
+                             f"Supported formats: {SUPPORTED_FORMATS}.")
     text = head.isascii() and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
-    what = "a text file" if text else "not an image file"
-    raise InputFileError(f"Cannot read {path}: it is {what}, not a TIFF (no TIFF header). Pass an image "
-                         "file (TIFF, PNG, JPEG or a zarr store).")
+    what = "a text file, not a valid TIFF" if text else "not a valid TIFF nor another image format"
+    raise InputFileError(f"Cannot read {path}: it is {what} (no TIFF header). Pass an image file. "
+                         f"Supported formats: {SUPPORTED_FORMATS}.")
 
 
 def check_tiff_series(path: Path, series: Any) -> None:
@@ -86,4 +90,5 @@ def check_tiff_series(path: Path, series: Any) -> None:
             shape = " × ".join(str(int(s)) for s in series.shape)
             raise InputFileError(
                 f"Cannot read {path}: it declares {shape} {dtype} pixels ({declared / 1024**3:.3g} GiB) "
-                f"but the file holds {size} bytes: it is truncated or damaged. Save or copy it again.")
+                f"but the file holds {size} bytes: it is truncated or damaged, not a valid TIFF. Save or "
+                f"copy it again. Supported formats: {SUPPORTED_FORMATS}.")

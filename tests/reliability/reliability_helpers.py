@@ -73,9 +73,13 @@ def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
 def propagate_cli(capsys, folder: Path, *extra: object, targets: tuple[str, ...] = ("stack.tif",),
                   ref: str = "ref.tif", labels: str = "labels.tif", out: Path | None = None
                   ) -> tuple[int, str, str]:
-    """``napari-sine propagate`` on files in ``folder`` (tiny model, pad 112, CPU)."""
+    """``napari-sine propagate`` on files in ``folder`` (tiny model, pad 112, CPU; ``stack.tif`` is a stack
+    along axis 0)."""
+    given = "--stack-axis" in map(str, extra)
+    stack = ("--stack-axis", "0") if targets == ("stack.tif",) and not given else ()
     return run_cli(capsys, "propagate", "--ref", folder / ref, "--ref-labels", folder / labels,
-                   "--targets", *[folder / t for t in targets], "--out", out or folder / "out", *FAST, *extra)
+                   "--targets", *[folder / t for t in targets], "--out", out or folder / "out", *FAST,
+                   *stack, *extra)
 
 
 def note(record_property, message: str) -> None:

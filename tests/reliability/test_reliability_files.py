@@ -77,10 +77,10 @@ def test_corrupt_tiff_header(capsys, data, record_property):
 
 
 def test_text_file_named_tif(capsys, data, record_property):
-    """Did: a text file named notes.tif as --ref. Must: exit 2, 'it is a text file, not a TIFF'."""
+    """Did: a text file named notes.tif as --ref. Must: exit 2, 'it is a text file, not a valid TIFF'."""
     (data / "notes.tif").write_text("these are my notes, not an image\n")
     code, _, err = propagate_cli(capsys, data, ref="notes.tif")
-    assert_refused(record_property, code, err, "text file", "not a TIFF", out=data / "out")
+    assert_refused(record_property, code, err, "text file", "not a valid TIFF", out=data / "out")
 
 
 def test_png_named_tif(capsys, data, record_property):

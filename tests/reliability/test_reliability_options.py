@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import build_tiny
-from reliability_helpers import assert_message, assert_refused, note, propagate_cli, reference_pair, write_inputs
+from reliability_helpers import (
+    assert_message,
+    assert_refused,
+    note,
+    propagate_cli,
+    reference_pair,
+    write_inputs,
+)
 from reliability_helpers import tiny_cli_model_fixture as tiny_cli_model_fixture  # fixture `tiny_cli_model`
 
 from sine_model.engine import resources
