@@ -70,7 +70,8 @@ def test_cancel_leaves_user_layers_unchanged(sample_viewer, qtbot, record_proper
 
 
 def test_accept_then_undo_restores_the_users_labels(sample_viewer, qtbot, record_property):
-    """Did: a full run, then Accept of all instance proposals into the user's own labels layer (with a
+    """Did: a full run, then Accept of all proposals of one mode (the first of instance, semantic, id
+    that has any) into the user's own labels layer (with a
     painted object), then Undo. Must: Accept changes it without touching the painted object; Undo
     restores it byte-for-byte; the other user layers never change."""
     viewer, widget = sample_viewer
@@ -82,11 +83,15 @@ def test_accept_then_undo_restores_the_users_labels(sample_viewer, qtbot, record
     wait_for_run(qtbot, widget)
     review = widget.review
     review.refresh()
-    review.proposals.set_layer(viewer.layers["targets [SINE instance]"])
+    proposals = [viewer.layers[f"targets [SINE {mode}]"] for mode in ("instance", "semantic", "id")]
+    shown = [layer for layer in proposals if np.asarray(layer.data).any()]
+    assert shown, "the run proposed nothing to accept"
+    review.proposals.set_layer(shown[0])
     review.destination.set_layer(mine)
     review.set_scope("all")
     review.accept_button.click()
     accepted = snapshot(viewer)["mine"] != before["mine"]
+    assert accepted, "Accept changed nothing: the case would not test Undo"
     assert (mine.data[0, 10:30, 10:30] == 42).all()
     review.undo_button.click()
     note(record_property, f"accept changed the layer: {accepted}; after undo equal: "
