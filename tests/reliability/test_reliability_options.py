@@ -161,3 +161,12 @@ def test_memory_guard_on_the_command_line(capsys, data, monkeypatch, record_prop
     monkeypatch.setattr(resources, "available_bytes", lambda: 1024**2)
     code, _, err = propagate_cli(capsys, data)
     assert_refused(record_property, code, err, "GiB", "--scale", out=data / "out")
+
+
+@pytest.mark.usefixtures("tiny_cli_model")
+def test_stack_axis_on_a_single_image_on_the_command_line(capsys, data, record_property):
+    """Did: --stack-axis 0 with a single 2D target file. Must: exit 2 saying to leave --stack-axis out,
+    with the flag's name, not the parameter's (was 'target 0 has 1 dimensions (96,)')."""
+    code, _, err = propagate_cli(capsys, data, "--stack-axis", "0", targets=("ref.tif",))
+    assert_refused(record_property, code, err, "leave --stack-axis out", out=data / "out")
+    assert "stack_axis" not in err
