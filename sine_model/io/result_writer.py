@@ -85,7 +85,7 @@ def check_output_dir(out_dir: str | os.PathLike[str], modes: Iterable[str], over
         existing = existing.parent
     if not existing.is_dir():
         raise OutputDirError(f"{flag} {out_dir} cannot be made: {existing} is a file, not a folder. "
-                             f"Choose an {flag.lstrip('-')} outside it")
+                             "Choose a folder elsewhere")
     if not _writable(existing):
         raise OutputDirError(f"{flag} {out_dir}: cannot write in {existing} (read-only or no permission). "
                              "Choose a folder you can write to")

@@ -63,6 +63,14 @@ def check_tiff_file(path: Path) -> None:
                          f"Supported formats: {SUPPORTED_FORMATS}.")
 
 
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.3g} GiB"  # pragma: no cover
+
+
 def check_tiff_series(path: Path, series: Any) -> None:
     """Refuse a series whose pages declare more pixel data than the file holds (from the header alone).
 
@@ -89,6 +97,6 @@ def check_tiff_series(path: Path, series: Any) -> None:
         if (ends and max(ends) > size) or short or (not ends and page_bytes):
             shape = " × ".join(str(int(s)) for s in series.shape)
             raise InputFileError(
-                f"Cannot read {path}: it declares {shape} {dtype} pixels ({declared / 1024**3:.3g} GiB) "
+                f"Cannot read {path}: it declares {shape} {dtype} pixels ({_size(declared)}) "
                 f"but the file holds {size} bytes: it is truncated or damaged, not a valid TIFF. Save or "
                 f"copy it again. Supported formats: {SUPPORTED_FORMATS}.")

@@ -15,6 +15,7 @@ There is deliberately no ``conftest.py`` here (a second ``conftest`` module woul
 from __future__ import annotations
 
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def propagate_cli(capsys, folder: Path, *extra: object, targets: tuple[str, ...]
 
 def note(record_property, message: str) -> None:
     """Record the message the user got (its last non-empty line, shortened) for the report."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    text = " ".join(lines[-3:]) if lines else ""
+    lines = [line.strip() for line in str(message).replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]  # not argparse's usage or a progress bar
+    text = errors[-1] if errors else " ".join(lines[-3:])
+    text = re.sub(r"/\S*/pytest-\d+/[^/\s]+/", "TMP/", text)  # the test's temporary folder, shortened
     record_property("message", text[:400])
 
 

@@ -42,11 +42,11 @@ def test_missing_reference_file(capsys, data, record_property):
     assert_refused(record_property, code, err, "File not found", "nope.tif", out=data / "out")
 
 
-def test_directory_as_target(capsys, data):
+def test_directory_as_target(capsys, data, record_property):
     """Did: --targets a plain folder. Must: exit 2, says it is a folder, not a zarr store; no --out."""
     (data / "folder").mkdir()
     code, _, err = propagate_cli(capsys, data, targets=("folder",))
-    assert code == 2 and "directory that is not a zarr store" in err and not (data / "out").exists(), err
+    assert_refused(record_property, code, err, "directory that is not a zarr store", out=data / "out")
 
 
 def test_zero_byte_tiff(capsys, data, record_property):
