@@ -134,7 +134,8 @@ def check_target_fits(index: int, estimate: MemoryEstimate, free: int | None = N
         f"target {index} needs about {estimate.total / gib:.1f} GiB (tiles {estimate.tiles / gib:.1f}, "
         f"outputs {estimate.outputs / gib:.1f}, feature cache {estimate.cache / gib:.1f}, model "
         f"{estimate.model / gib:.1f}) but {free / gib:.1f} GiB are free: lower the scale (CLI: --scale), "
-        "split the image into smaller pieces, or close other programs")
+        "split the image into smaller pieces, give the feature cache less (Propagator cache_bytes), or "
+        "close other programs")
 
 
 def check_propagator_target(propagator: Any, index: int, height: int, width: int, n_tiles: int,
