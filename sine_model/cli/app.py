@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sine_model.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, package_version
+from sine_model.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, cli_message, package_version
 from sine_model.cli.demo import add_demo_command
 from sine_model.cli.export import add_export_command
 from sine_model.cli.propagate import add_propagate_command
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args))
     except (SineError, ValueError, FileExistsError) as exc:
-        print(f"napari-sine {args.command}: error: {exc}", file=sys.stderr)
+        print(f"napari-sine {args.command}: error: {cli_message(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("Interrupted; nothing was written.", file=sys.stderr)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -18,10 +19,29 @@ from sine_model.modes import parse_classes, parse_modes
 __all__ = [
     "EXIT_OK", "EXIT_USAGE", "EXIT_INTERRUPTED", "CliError", "InterruptGuard", "check_out_dir",
     "check_seconds", "classes_type", "load_model", "modes_type", "package_version", "preparation_report",
-    "prepare_references",
+    "prepare_references", "cli_message",
 ]
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+# The library's messages name Python parameters; on the command line the same words are flags.
+_PARAMETER_FLAGS = {"stack_axis": "--stack-axis", "channel_axis": "--channel-axis",
+                    "batch_size": "--batch-size", "instance_source": "--instances",
+                    "tile_overlap": "tile overlap"}
+_START_FLAGS = re.compile(r"^(pad|scale) (must|is)")
+_THRESHOLD = re.compile(r"\b(?:the )?(id|instance|semantic) score threshold\b")
+
+
+def cli_message(message: str) -> str:
+    """``message`` with parameter names as the command line's flags (``stack_axis`` → ``--stack-axis``).
+
+    The library says ``stack_axis (CLI: --stack-axis)`` where it knows both; here the flag alone is kept.
+    """
+    message = re.sub(r"\w+ \(CLI: (--[\w-]+)\)", r"\1", message)
+    for name, flag in _PARAMETER_FLAGS.items():
+        message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+    message = _START_FLAGS.sub(r"--\1 \2", message)
+    return _THRESHOLD.sub(lambda m: f"--threshold-{m.group(1)}", message)
 
 
 def package_version() -> str:
@@ -70,21 +90,27 @@ def load_model(args: argparse.Namespace) -> Any:
 
 
 class InterruptGuard:
-    """First Ctrl-C: stop after the current target. Second: stop now, unless results are being written."""
+    """First Ctrl-C: stop after the current target. Second: stop now, unless results are being written.
+
+    SIGTERM (``kill``, a scheduler ending the job) stops at once, unless results are being written, with
+    the same clean-up as Ctrl-C: the finished targets are kept and no temporary file is left.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self.writing = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> InterruptGuard:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.requested and not self.writing:
@@ -93,17 +119,19 @@ class InterruptGuard:
         print("\nInterrupted: stopping after the current target (Ctrl-C again to stop at once).",
               file=sys.stderr)
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        print("\nTerminated: keeping the finished targets.", file=sys.stderr)
+        self.requested = True
+        if not self.writing:
+            raise KeyboardInterrupt
+
 
 def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, or that holds results of ``modes`` unless ``overwrite``."""
+    """Refuse an ``--out`` that is a file, under a file, read-only, or holds results of ``modes`` unless
+    ``overwrite`` (:func:`~sine_model.io.result_writer.check_output_dir`, the one check)."""
     from sine_model.io import result_writer
 
-    clashes = result_writer.existing_outputs(out, modes)
-    if clashes and not overwrite:
-        raise CliError(f"{out} already holds results ({', '.join(p.name for p in clashes)}): pass "
-                       "--overwrite to replace them, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} is a file: give a directory")
+    result_writer.check_output_dir(out, modes, overwrite, flag="--out")
 
 
 def check_seconds(seconds: float | None, option: str = "--adapt") -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sine_model.cli.common import (
@@ -57,8 +56,9 @@ def _check(args: argparse.Namespace) -> None:
             raise CliError("--scheduler needs dask.distributed: pip install 'napari-sine[scale]'") from None
     if args.checkpoint_every < 1:
         raise CliError(f"--checkpoint-every needs a positive number of targets, got {args.checkpoint_every}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise CliError(f"--out {args.out} is a file: give a directory")
+    from sine_model.io.result_writer import check_output_dir
+
+    check_output_dir(args.out, args.modes, overwrite=True)  # a file, under a file, read-only: refused
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

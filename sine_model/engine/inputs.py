@@ -32,9 +32,23 @@ def _is_array_like(obj: Any) -> bool:
 def image_layout(image: Any, channel_axis: int | None, what: str) -> tuple[tuple[int, int], int]:
     """Spatial shape and channel count of one image (2D gray, or 3D with a channel axis).
 
-    A 3D image without ``channel_axis`` must have 3 or 4 channels in its last axis (RGB/RGBA).
+    A 3D image without ``channel_axis`` must have 3 or 4 channels in its last axis (RGB/RGBA). This is the
+    one check of an image's layout (references and targets); its messages name the problem and the fix.
     """
     shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 2:
+        raise PropagationError(
+            f"{what} is {len(shape)}-D {shape}, not an image: images have height and width. If it is a "
+            "slice of a single image cut by stack_axis (CLI: --stack-axis), leave stack_axis out")
+    layout = _spatial_layout(shape, channel_axis, what)
+    if 0 in layout[0] or layout[1] == 0:
+        raise PropagationError(f"{what} is empty (shape {shape}): it has no pixels; give an image with at "
+                               "least one pixel")
+    return layout
+
+
+def _spatial_layout(shape: tuple[int, ...], channel_axis: int | None,
+                    what: str) -> tuple[tuple[int, int], int]:
     if len(shape) == 2:
         if channel_axis is not None:
             raise PropagationError(f"{what} is 2D {shape} but channel_axis={channel_axis} was given")

@@ -27,6 +27,7 @@ from sine_model.engine.inputs import (
     validate_targets,
 )
 from sine_model.engine.memory import TimelapseMemory
+from sine_model.engine.resources import check_propagator_target, check_scale
 from sine_model.engine.stitching import ObjectScore, TargetResult, TileOutput, assemble_target
 from sine_model.engine.tiling import Tile, plan_tiles
 from sine_model.modeling.context import ReferenceTokens
@@ -280,9 +281,7 @@ class Propagator:
         self._reference, self._tokens = None, None
 
     def _set_extents(self, scale: float) -> None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
-        self.scale = float(scale)
+        self.scale = check_scale(scale, self.pad, self.model.patch_size)  # positive, finite, not absurd
         self.tile_extent = max(1, int(self.pad / self.scale))  # tile side in original pixels
         self.overlap_extent = min(int(self._overlap / self.scale), self.tile_extent - 1)
 
@@ -342,6 +341,7 @@ class Propagator:
         for index, image in enumerate(stream):
             rgb = to_rgb_float(image, channel_axis=self.channel_axis)  # projected tile by tile (per pixel)
             tiles = plan_tiles(*rgb.shape[:2], self.tile_extent, self.overlap_extent)
+            check_propagator_target(self, index, *rgb.shape[:2], len(tiles), len(modes))  # refuse, not OOM
             if timeline is not None and len(tiles) > 1:
                 raise PropagationError(
                     f"target {index} needs {len(tiles)} tiles; memory mode needs targets that fit one "

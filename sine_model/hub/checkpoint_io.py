@@ -31,6 +31,7 @@ from sine_model.modeling.config import build_model_skeleton
 __all__ = [
     "META_PRESET",
     "WRAPPER_PREFIXES",
+    "check_is_sine",
     "check_state_dict",
     "expected_shapes",
     "finalise_state_dict",
@@ -140,6 +141,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         raise WeightsNotFoundError(f"{path}: no such file; check the path")
     if is_safetensors(path):
         return read_safetensors(path)
+    _check_torch_format(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter from torch
@@ -157,6 +159,27 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
         raise CorruptCheckpointError(_corrupt_message(path, exc)) from exc
     return _unwrap(obj, path), {}
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+_PICKLE_PROTOCOL = 0x80  # torch's legacy format starts with a pickle protocol opcode
+
+
+def _check_torch_format(path: Path) -> None:
+    """Refuse a file that is neither a torch zip file nor a pickle (random bytes, text, an image).
+
+    Such a file is damaged or not a weights file at all; calling it "pickled objects which could run
+    code" (the unpickler's refusal) would send the user looking for the wrong problem.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CorruptCheckpointError(f"{path} is empty (0 bytes): download or save the weights again")
+    if head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTOCOL:
+        return
+    raise CorruptCheckpointError(
+        f"{path} is not a weights file: it is neither safetensors nor a PyTorch checkpoint (it starts "
+        f"with {head!r}). It is damaged or another kind of file: download or import the weights again")
 
 
 def _unpickler_reason(text: str) -> str:
@@ -203,6 +226,46 @@ def expected_shapes(preset: Preset) -> dict[str, tuple[torch.Size, torch.dtype]]
     """State-dict names, shapes and dtypes of a preset's architecture (a skeleton on the meta device)."""
     model = build_model_skeleton(preset.model)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
+
+
+def check_is_sine(state_dict: Mapping[str, Tensor], expected: Mapping[str, tuple], what: str,
+                  ignore_prefix: str = "") -> None:
+    """Refuse weights whose names are mostly not SINE's (another model's file), before any detail.
+
+    Without this check such a file gets a long list of missing keys (e.g. the whole DINOv2 encoder)
+    that never says the real problem.
+
+    Parameters
+    ----------
+    state_dict : mapping
+        The file's tensors (wrapper prefixes already stripped).
+    expected : mapping
+        The architecture's names (:func:`expected_shapes`).
+    what : str
+        How to name the file in the message.
+    ignore_prefix : str
+        Names under this prefix (e.g. the encoder, which may come from a separate file) are left out
+        of the comparison.
+
+    Raises
+    ------
+    KeyMismatchError
+        When fewer than half of the file's names are names of the architecture.
+    """
+    names = {k for k in state_dict if not (ignore_prefix and k.startswith(ignore_prefix))}
+    wanted = {k for k in expected if not (ignore_prefix and k.startswith(ignore_prefix))}
+    if not names or not wanted:
+        return
+    shared = names & wanted
+    if len(shared) >= 0.5 * len(names):
+        return
+    foreign = sorted(names - wanted)
+    raise KeyMismatchError(
+        f"{what}: these keys are not SINE's: {len(foreign)} of its {len(names)} tensors have names the "
+        f"SINE architecture does not use (e.g. {_short(foreign, 3)}), and only {len(shared)} of SINE's "
+        f"{len(wanted)} are there. It is probably another model's weights: use the SINE release "
+        "(pytorch_model.bin) or a file saved by napari-sine",
+        missing=sorted(wanted - names), unexpected=foreign)
 
 
 def check_state_dict(state_dict: Mapping[str, Tensor], expected: Mapping[str, tuple], what: str) -> None:

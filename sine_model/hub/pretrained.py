@@ -52,6 +52,7 @@ from sine_model.hub.cache import (
 )
 from sine_model.hub.checkpoint_io import (
     META_PRESET,
+    check_is_sine,
     check_state_dict,
     expected_shapes,
     finalise_state_dict,
@@ -235,6 +236,7 @@ def import_checkpoint(
         if state.pop(key, None) is not None:
             notes.append(f"dropped {key} (training only)")
     expected = expected_shapes(preset)
+    check_is_sine(state, expected, str(sine_file), ignore_prefix=ENCODER_PREFIX)  # before encoder details
     encoder: dict[str, Any] = {"origin": "sine file"}
     if any(k.startswith(ENCODER_PREFIX) for k in state):
         if dinov2_file is not None:

@@ -30,10 +30,10 @@ import tifffile
 
 from sine_model.errors import InputFileError
 from sine_model.io.ome_zarr_reader import multiscales_of, open_multiscale_level
+from sine_model.io.tiff_checks import SUPPORTED_FORMATS, check_tiff_file, check_tiff_series
 
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 PICTURE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
-SUPPORTED_FORMATS = "TIFF (.tif, .tiff), PNG (.png), JPEG (.jpg, .jpeg), zarr (directory store)"
 
 #: TIFF files with more pixel data than this (bytes) are opened lazily instead of read whole.
 LAZY_TIFF_BYTES: int = 512 * 1024**2
@@ -96,11 +96,13 @@ def _stack_series(path: Path, series: Sequence[Any]) -> np.ndarray:
 
 
 def _open_tiff(path: Path) -> Any:
+    check_tiff_file(path)  # empty, not a TIFF, or declaring more data than it holds: refused before reading
     try:
         with tifffile.TiffFile(path) as tif:
             if len(tif.series) > 1:  # pages written one by one: one series each
                 return _stack_series(path, tif.series)
             series = tif.series[0]
+            check_tiff_series(path, series)
             nbytes = int(np.prod(series.shape)) * np.dtype(series.dtype).itemsize
             if nbytes <= LAZY_TIFF_BYTES:
                 return series.asarray()
@@ -114,8 +116,10 @@ def _open_tiff(path: Path) -> Any:
             return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
         except ImportError:  # no zarr, or a version tifffile cannot use: read it whole
             return tifffile.imread(path)
-    except (tifffile.TiffFileError, IndexError, ValueError, OSError) as exc:
-        raise _fail(path, f"not a valid TIFF file ({exc})") from exc
+    except InputFileError:
+        raise
+    except (tifffile.TiffFileError, IndexError, ValueError, OSError, KeyError) as exc:
+        raise _fail(path, f"the TIFF file is truncated or damaged ({type(exc).__name__}: {exc})") from exc
 
 
 class LazyImage:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from sine_model.errors import InputError
 from sine_model.io.ome_zarr_labels import OME_ZARR_NAME, OmeZarrLabels, ome_zarr_available
 from sine_model.io.readers import zarr_available
 
@@ -46,8 +47,98 @@ SCORES_NAME = "scores.csv"
 SCORE_COLUMNS: tuple[str, ...] = ("target", "label", "mode", "score", "source")
 LAYOUTS: tuple[str, ...] = ("auto", "tiff", "zarr", "files", "ome-zarr")
 
-__all__ = ["LAYOUTS", "ResultWriter", "SCORES_NAME", "SCORE_COLUMNS", "STACK_DTYPE", "ZARR_AUTO_BYTES",
-           "existing_outputs", "output_names"]
+__all__ = ["LAYOUTS", "OutputDirError", "ResultWriter", "SCORES_NAME", "SCORE_COLUMNS", "STACK_DTYPE",
+           "ZARR_AUTO_BYTES", "check_output_dir", "existing_outputs", "output_names", "remove_stale_partials"]
+
+
+class OutputDirError(InputError, FileExistsError):
+    """The output folder cannot take the results: a file, under a file, not writable, or holds results."""
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], modes: Iterable[str], overwrite: bool,
+                     flag: str = "--out") -> None:
+    """The one check of an output folder, before any work: refuse what would fail or lose results.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The folder (made later when missing).
+    modes : iterable of str
+        The modes whose results will be written.
+    overwrite : bool
+        Whether existing results may be replaced.
+    flag : str
+        How the messages name the folder (the command line's ``--out``).
+
+    Raises
+    ------
+    OutputDirError
+        When ``out_dir`` is a file, lies under a file, cannot be written, or holds results of ``modes``
+        and ``overwrite`` is False; the message says what to do.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"{flag} {out_dir} is a file, not a directory: give a folder (it is made when "
+                             "missing)")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputDirError(f"{flag} {out_dir} cannot be made: {existing} is a file, not a folder. "
+                             "Choose a folder elsewhere")
+    if not _writable(existing):
+        raise OutputDirError(f"{flag} {out_dir}: cannot write in {existing} (read-only or no permission). "
+                             "Choose a folder you can write to")
+    clashes = existing_outputs(out_dir, modes)
+    if clashes and not overwrite:
+        raise OutputDirError(f"{out_dir} already holds results ({', '.join(p.name for p in clashes)}): "
+                             f"pass --overwrite to replace them, or choose another {flag}")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be made in ``folder`` (tried, since permissions alone miss read-only mounts)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    probe = folder / f".sine-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove ``.<name>.partial-<pid>`` temporaries of runs whose process is gone (killed, crashed).
+
+    A run killed with SIGKILL cannot clean up; its temporaries are hidden and clearly named, and the next
+    run in the folder removes them here. Those of a live process (another run writing now) are kept.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.is_dir():
+        return removed
+    for path in out_dir.glob(".*.partial-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def output_names(mode: str) -> tuple[str, str, str]:
@@ -181,8 +272,9 @@ class ResultWriter:
 
     Raises
     ------
-    FileExistsError
-        When ``out_dir`` already holds results of these modes and ``overwrite`` is False.
+    OutputDirError
+        (a ``FileExistsError``) From :func:`check_output_dir`: ``out_dir`` is a file, lies under a file,
+        cannot be written, or holds results of these modes and ``overwrite`` is False.
     ValueError
         For an unknown layout, or ``"zarr"`` without the zarr package.
     """
@@ -198,14 +290,14 @@ class ResultWriter:
                              "pip install 'napari-sine[scale]'.")
         self.out_dir = Path(out_dir)
         self.modes, self.overwrite = tuple(modes), overwrite
-        clashes = existing_outputs(self.out_dir, self.modes)
-        if clashes and not overwrite:
-            names = ", ".join(str(p) for p in clashes)
-            raise FileExistsError(f"Output exists: {names}. Pass --overwrite to replace it.")
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise FileExistsError(f"Output path {self.out_dir} exists and is not a directory.")
+        check_output_dir(self.out_dir, self.modes, overwrite, flag="output folder")
         self._created_dir = not self.out_dir.exists()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputDirError(f"cannot make the output folder {self.out_dir}: {exc.strerror or exc}") \
+                from exc
+        remove_stale_partials(self.out_dir)
         self._store = _StoreWriter(self.out_dir, self.modes, n_targets) if layout == "ome-zarr" else None
         self._writers = {} if self._store else {mode: _ModeWriter(self.out_dir, mode, n_targets, layout)
                                                  for mode in self.modes}

@@ -23,8 +23,8 @@ __all__ = ["RefinedMaps", "inner_rim", "seeded_instances"]
 
 def inner_rim(labels: np.ndarray, fraction: float = 1 / 8) -> np.ndarray:
     """Object pixels within ``fraction`` of the median object radius (at least 1 px) of another label."""
-    areas = np.bincount(np.asarray(labels).ravel())[1:]
-    areas = areas[areas > 0]
+    labels = np.asarray(labels)
+    areas = np.unique(labels[labels != 0], return_counts=True)[1]  # not bincount: ids may be 2**31-1
     if areas.size == 0:
         return np.zeros(np.shape(labels), bool)
     radius = float(np.sqrt(np.median(areas) / np.pi))

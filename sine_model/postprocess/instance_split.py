@@ -87,13 +87,13 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     """``labels`` with objects of fewer than ``min_size`` pixels set to 0 (a copy when any is removed)."""
     if min_size <= 1 or not labels.any():
         return labels
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_size
-    small[0] = False
+    # np.unique, not np.bincount: ids are names, and a valid id of 2**31-1 must not size an array
+    values, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    small = (sizes < min_size) & (values != 0)
     if not small.any():
         return labels
     labels = labels.copy()
-    labels[small[labels]] = 0
+    labels[small[inverse.reshape(labels.shape)]] = 0
     return labels
 
 
@@ -107,7 +107,9 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
 
 
 def _median_area(label_images: Sequence[np.ndarray]) -> float:
-    areas = [np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images]
+    # per-object pixel counts by np.unique: a bincount would allocate one slot per possible id
+    areas = [np.unique(labels[labels != 0], return_counts=True)[1]
+             for labels in (np.asarray(x) for x in label_images)]
     areas = np.concatenate(areas) if areas else np.zeros(0, np.int64)
     areas = areas[areas > 0]
     return float(np.median(areas)) if areas.size else 0.0

@@ -1,0 +1,151 @@
+"""Resource guards: refuse a run that cannot fit before it starts, with the number and a remedy.
+
+A run that does not fit is otherwise killed by the operating system (no message, nothing kept) or ends
+in a ``MemoryError`` traceback. Two checks, both from sizes alone (no pixel is read):
+
+* :func:`check_scale`: the resize factor is a positive finite number and does not blow one original
+  pixel up past a model patch (``--scale 1e9`` on a 96 × 96 image would otherwise plan 9,216 tiles of
+  one pixel each);
+* :func:`check_target_fits`: the memory one target needs — its tiles as model inputs, their outputs,
+  the stitched maps, the feature cache and the model — against the memory the system has free now.
+
+The estimate is deliberately coarse (upper bounds of the arrays the engine holds at once); it is for
+refusing runs that are far out of reach, not for packing memory tightly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from sine_model.errors import PropagationError
+
+__all__ = ["MemoryEstimate", "available_bytes", "check_propagator_target", "check_scale", "check_target_fits",
+           "estimate_target_bytes"]
+
+_FLOAT = 4  # bytes of a float32
+#: Fraction of the free memory a run may plan to use (the rest is left to the system and other programs).
+USABLE_FRACTION = 0.8
+
+
+def check_scale(scale: float, pad: int, patch: int) -> float:
+    """The resize factor as a float, refused when it is not positive and finite or is absurdly large.
+
+    Parameters
+    ----------
+    scale : float
+        Resize factor applied before tiling.
+    pad, patch : int
+        Model input side and patch size (pixels).
+
+    Raises
+    ------
+    PropagationError
+        For 0, a negative number, NaN or inf, or a factor above ``pad / patch`` (one original pixel
+        would cover more than a patch: the tiles would each see less than a patch of the image).
+    """
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise PropagationError(f"scale (CLI: --scale) must be a number, got {scale!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise PropagationError(f"scale (CLI: --scale) must be a positive number, got {scale!r}; 1 keeps "
+                               "the native pixel size, 0.5 halves it")
+    limit = pad / patch
+    if value > limit:
+        raise PropagationError(
+            f"scale (CLI: --scale) {value:g} is too large: it would enlarge each pixel beyond a model patch "
+            f"({patch} px) and cut every image into tiles of under {patch} pixels. Use a scale of at most "
+            f"{limit:g} (1 = native pixels)")
+    return value
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one target needs, by part; ``total`` is their sum."""
+
+    tiles: int
+    outputs: int
+    cache: int
+    model: int
+
+    @property
+    def total(self) -> int:
+        return self.tiles + self.outputs + self.cache + self.model
+
+
+def estimate_target_bytes(height: int, width: int, n_tiles: int, pad: int, n_maps: int, n_modes: int,
+                          cache_bytes: int = 0, model_bytes: int = 0) -> MemoryEstimate:
+    """Upper bound of the memory processing one ``height × width`` target needs.
+
+    Parameters
+    ----------
+    height, width : int
+        The target's size in pixels.
+    n_tiles : int
+        Tiles planned for it.
+    pad : int
+        Model input side.
+    n_maps : int
+        Maps each tile's output holds (semantic classes plus instance or ID proposals).
+    n_modes : int
+        Modes answered (each a stitched map of the target's size).
+    cache_bytes, model_bytes : int
+        The feature cache's budget and the model's weights.
+    """
+    tiles = n_tiles * 3 * pad * pad * _FLOAT  # every tile as a model input, made before the first call
+    grid = (pad // 4) ** 2  # mask logits live on a 4g × 4g grid (about pad / 4 a side)
+    per_tile = max(1, n_maps) * grid * _FLOAT + 2 * pad * pad * _FLOAT
+    stitched = height * width * (max(1, n_maps) * _FLOAT + n_modes * 16 + 3 * _FLOAT)
+    return MemoryEstimate(tiles=tiles, outputs=n_tiles * per_tile + stitched, cache=max(0, cache_bytes),
+                          model=max(0, model_bytes))
+
+
+def available_bytes() -> int | None:
+    """Memory the system has free now (``MemAvailable`` on Linux, else physical pages); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_target_fits(index: int, estimate: MemoryEstimate, free: int | None = None) -> None:
+    """Refuse target ``index`` when ``estimate`` exceeds the usable free memory, naming both and a remedy.
+
+    Raises
+    ------
+    PropagationError
+        With the estimate by part, the free memory and what to change.
+    """
+    free = available_bytes() if free is None else free
+    if free is None or estimate.total <= USABLE_FRACTION * free:
+        return
+    gib = 1024**3
+    raise PropagationError(
+        f"target {index} needs about {estimate.total / gib:.1f} GiB (tiles {estimate.tiles / gib:.1f}, "
+        f"outputs {estimate.outputs / gib:.1f}, feature cache {estimate.cache / gib:.1f}, model "
+        f"{estimate.model / gib:.1f}) but {free / gib:.1f} GiB are free: lower the scale (CLI: --scale), "
+        "split the image into smaller pieces, give the feature cache less (Propagator cache_bytes), or "
+        "close other programs")
+
+
+def check_propagator_target(propagator: Any, index: int, height: int, width: int, n_tiles: int,
+                            n_modes: int) -> None:
+    """:func:`check_target_fits` for target ``index`` of a :class:`~sine_model.engine.propagator.Propagator`.
+
+    The one call of the guard: the engine makes it for every target before its first model call.
+    """
+    model_bytes = sum(p.numel() * p.element_size() for p in propagator.model.parameters())
+    n_maps = propagator.instance_topk + len(propagator.semantic_classes())
+    estimate = estimate_target_bytes(height, width, n_tiles, propagator.pad, n_maps, n_modes,
+                                     propagator.cache.max_bytes, model_bytes)
+    check_target_fits(index, estimate)
