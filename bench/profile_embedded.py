@@ -102,7 +102,7 @@ def timed_run(options: dict, ref, ref_labels, targets, modes) -> tuple[dict, lis
     return timing, results
 
 
-def profiled_run(options: dict, ref, ref_labels, targets, modes) -> dict[str, float]:
+def profiled_run(options: dict, ref, ref_labels, targets, modes, top: int = 0) -> dict[str, float]:
     """CPU seconds per stage (cumulative, cProfile with a process-time timer) of one propagation."""
     prop = build(options)
     prop.set_references([(ref, ref_labels)])
@@ -113,6 +113,8 @@ def profiled_run(options: dict, ref, ref_labels, targets, modes) -> dict[str, fl
         pass
     profiler.disable()
     total = time.process_time() - start
+    if top:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     stages = dict.fromkeys(STAGES, 0.0)
     calls = dict.fromkeys(STAGES, 0)
@@ -161,6 +163,7 @@ def main() -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="Propagator keyword arguments (JSON values), e.g. pad=448 batch_size=4")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
+    parser.add_argument("--top", type=int, default=0, help="print the N functions with most own time")
     parser.add_argument("--compete", action="store_true", help="run a busy-loop process beside it")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args()
@@ -178,7 +181,7 @@ def main() -> int:
         timed_run(options, ref, ref_labels, targets[:1], modes)  # warm-up
         timing, results = timed_run(options, ref, ref_labels, targets, modes)
         load1 = os.getloadavg()[0]
-        stages = None if args.no_profile else profiled_run(options, ref, ref_labels, targets, modes)
+        stages = None if args.no_profile else profiled_run(options, ref, ref_labels, targets, modes, args.top)
         load2 = os.getloadavg()[0]
     finally:
         if rival is not None:

@@ -10,14 +10,13 @@ overlapping tiles (references too: their tiles act as extra shots) and stitched.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from sine_model.engine.cached_encoder import CachedEncoder
-from sine_model.engine.device import select_device, select_precision
+from sine_model.engine.device import select_device, select_precision, set_num_threads
 from sine_model.engine.feature_cache import FeatureCache
 from sine_model.engine.inputs import (
     PropagationError,
@@ -27,6 +26,7 @@ from sine_model.engine.inputs import (
     validate_targets,
 )
 from sine_model.engine.memory import TimelapseMemory
+from sine_model.engine.reference_tiles import ReferenceTiles, class_map, reference_inputs
 from sine_model.engine.stitching import ObjectScore, TargetResult, TileOutput, assemble_target
 from sine_model.engine.tiling import Tile, plan_tiles
 from sine_model.modeling.context import ReferenceTokens
@@ -35,22 +35,20 @@ from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, check_
 from sine_model.postprocess.components import instance_steps_by_class, min_areas_by_class
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.projection import ReferenceProjection, fit_reference_projection
-from sine_model.preprocess.transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
+from sine_model.preprocess.transforms import Geometry, rgb_to_model_input, to_rgb_float
 
 __all__ = ["Propagator", "TargetResult", "ObjectScore", "PropagationError", "MODES", "DEFAULT_THRESHOLDS"]
 
 #: Input side of a model that carries no preset (the official FSS evaluation's 896).
 OFFICIAL_PAD = 896
+#: Model-input pixels per model call when ``batch_size`` is automatic: 20 tiles of 224², 3 of 518², 1 of
+#: 896² (batching amortises per-call work; beyond one ViT-L input at 896² it only costs memory).
+AUTO_BATCH_PIXELS = 1 << 20
 
 
-
-@dataclass
-class _Reference:
-    features: torch.Tensor  # neck features of the reference tiles (T, C, g, g), on the model device
-    masks: list[torch.Tensor]
-    classes: list[torch.Tensor]
-    ids: list[torch.Tensor]
-    id_sources: dict[int, str] = field(default_factory=dict)
+def auto_batch_size(pad: int) -> int:
+    """Tiles per model call for input side ``pad`` when ``batch_size`` is automatic."""
+    return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
 class Propagator:
@@ -74,8 +72,9 @@ class Propagator:
         scaled size fits in P are padded, never enlarged.
     tile_overlap : int, optional
         Overlap of neighbouring tiles in model-input pixels (default P // 4).
-    batch_size : int
+    batch_size : int, optional
         Tiles encoded and decoded per model call (tiles of several targets are batched together).
+        Default: :func:`auto_batch_size` (about a million input pixels per call: 20 tiles at 224, 1 at 896).
     cache_bytes : int
         Budget of the encoder-feature cache (0 disables it).
     score_thresholds : mapping, optional
@@ -98,6 +97,12 @@ class Propagator:
         colour direction separating reference objects from background, objects bright) of every image
         instead of the image; fitted by :meth:`set_references`. Off by default;
         :func:`~sine_model.fitting.calibration.calibrate` turns it on when it helps.
+    num_threads : int, optional
+        Torch intra-op threads (set process-wide). Default: the ``SINE_NUM_THREADS`` environment variable,
+        else the cores the process may use minus ``reserve_cores``, never more than torch's current setting
+        (:func:`~sine_model.engine.device.choose_num_threads`).
+    reserve_cores : int
+        Cores left to others when the thread count is chosen (the napari plugin leaves its GUI one).
     """
 
     def __init__(
@@ -109,13 +114,15 @@ class Propagator:
         pad: int | None = None,
         scale: float = 1.0,
         tile_overlap: int | None = None,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         cache_bytes: int = 1 << 30,
         score_thresholds: Mapping[str, float] | None = None,
         channel_axis: int | None = None,
         dense_refinement: int = 1,
         instance_source: str | None = None,
         project_inputs: bool = False,
+        num_threads: int | None = None,
+        reserve_cores: int = 0,
     ) -> None:
         patch = model.patch_size
         preset = getattr(model, "preset", None)  # set by from_pretrained; None for a model built here
@@ -125,6 +132,7 @@ class Propagator:
             raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, got {instance_source!r}")
         if pad <= 0 or pad % patch:
             raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
+        batch_size = auto_batch_size(pad) if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         overlap = pad // 4 if tile_overlap is None else int(tile_overlap)
@@ -132,6 +140,7 @@ class Propagator:
             raise ValueError(f"tile_overlap must be in [0, {pad // 2}), got {overlap}")
         thresholds = check_thresholds(score_thresholds)  # unknown modes and NaN refused here
         self.device = select_device(device)
+        self.num_threads = set_num_threads(num_threads, reserve_cores)
         self.autocast_dtype = select_precision(self.device, precision)
         self.model = model.eval().to(self.device)
         self.pad, self.batch_size, self._overlap = pad, batch_size, overlap
@@ -149,7 +158,7 @@ class Propagator:
         self.refiner: PixelRefiner | None = None  # full-resolution refinement, fitted on the references
         self.instance_topk = self.model.transformer_decoder.num_queries
         self._encoder = CachedEncoder(self.model, self.device, self.autocast_dtype, pad, cache_bytes)
-        self._reference: _Reference | None = None
+        self._reference: ReferenceTiles | None = None
         self._tokens: ReferenceTokens | None = None
         self._ref_ndim = 2
         self._ref_channels = 1
@@ -173,31 +182,16 @@ class Propagator:
         rgbs = [to_rgb_float(image, channel_axis=self.channel_axis) for image, _, _, _ in checked]
         self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
             if self.project_inputs else None
-        tensors, masks, class_lists, ids, sources = [], [], [], [], {}
-        for ref_index, (_, labels, _, _) in enumerate(checked):
-            rgb = self._projected(rgbs[ref_index])
-            for tile in plan_tiles(*labels.shape, self.tile_extent, self.overlap_extent):
-                core_labels = np.zeros(tile.shape, dtype=np.int64)
-                core_labels[tile.core_in_tile] = labels[tile.core_slices]
-                if not core_labels.any():
-                    continue
-                geometry = self._geometry(tile)
-                tile_masks, tile_ids = prepare_labels(core_labels, geometry)
-                tensors.append(rgb_to_model_input(rgb[tile.slices], geometry.valid_hw, self.pad))
-                masks.append(tile_masks.to(self.device))
-                ids.append(tile_ids.to(self.device))
-                class_lists.append(torch.tensor([class_of[int(v)] for v in tile_ids], device=self.device))
-                for obj in tile_ids.tolist():
-                    sources.setdefault(obj, set()).add(ref_index)
+        label_images = [labels for _, labels, _, _ in checked]
+        shots = reference_inputs([self._projected(rgb) for rgb in rgbs], label_images, class_of,
+                                 self.tile_extent, self.overlap_extent, self.pad, self._geometry, self.device)
         with torch.inference_mode():
-            images = torch.cat(tensors)
+            images = torch.cat(shots.images)
             features = torch.cat([self._encode(images[i : i + self.batch_size])
                                   for i in range(0, len(images), self.batch_size)])
-            reference = _Reference(features, masks, class_lists, ids,
-                                   {k: "ref:" + ",".join(map(str, sorted(v))) for k, v in sources.items()})
-            self._tokens = self.model.reference_tokens(features, masks, class_lists, ids)
+            reference = ReferenceTiles(features, shots.masks, shots.classes, shots.ids, shots.id_sources)
+            self._tokens = self.model.reference_tokens(features, shots.masks, shots.classes, shots.ids)
         self._reference = reference
-        label_images = [labels for _, labels, _, _ in checked]
         self._min_area = min_areas_by_class(label_images, class_of)
         self.refiner = None  # fitted on other references (fit_refiner sets it after the references)
         self._ref_labels, self._instance_steps = (label_images, class_of), None
@@ -206,17 +200,7 @@ class Propagator:
 
     @staticmethod
     def _class_map(classes: Mapping[int, int] | None, label_images: list[np.ndarray]) -> dict[int, int]:
-        values = sorted({int(v) for labels in label_images for v in np.unique(labels) if v != 0})
-        if classes is None:
-            return dict.fromkeys(values, 1)
-        missing = [v for v in values if v not in classes]
-        if missing:
-            raise PropagationError(f"labels {missing[:10]} have no class in the classes mapping: give "
-                                   "every labelled object a class")
-        bad = {k: c for k, c in classes.items() if int(c) < 1}
-        if bad:
-            raise PropagationError(f"class ids must be positive integers, got {bad}")
-        return {v: int(classes[v]) for v in values}
+        return class_map(classes, label_images)
 
     def _projected(self, rgb: np.ndarray) -> np.ndarray:
         return rgb if self._projection is None else self._projection.apply(rgb)

@@ -92,6 +92,9 @@ def _to_padded_crop(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tens
 
 def _resize_to_original(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Bilinearly resize ``(1, C, h_r, w_r)`` to ``(C, H, W)``."""
+    if tuple(x.shape[-2:]) == tuple(geometry.original_hw):
+        # at scale 1 the valid region is the original size: bilinear at the same size copies exactly
+        return x[0]
     out = F.interpolate(x, size=tuple(geometry.original_hw), mode="bilinear", align_corners=False)
     return out[0]
 
@@ -149,26 +152,29 @@ def _score_pairs(
         # beat the threshold are dropped before their masks are upsampled (same result, less work).
         hopeful = probs > score_threshold
         probs, query_idx, labels = probs[hopeful], query_idx[hopeful], labels[hopeful]
-    unique_q = torch.unique(query_idx)
+    unique_q = torch.unique(query_idx)  # ascending
+    slot = torch.searchsorted(unique_q, query_idx)  # each pair's query, as an index into unique_q
+    # pairs grouped by query (ascending), original order within a query: the order ties keep below
+    grouped = torch.sort(slot, stable=True).indices
     kept_scores, kept_labels, kept_q, kept_masks = [], [], [], []
     step = max(int(chunk), 1)
     for start in range(0, unique_q.numel(), step):
         qs = unique_q[start : start + step]
-        logits = upsample_mask_logits(mask_logits[qs], geometry)
+        logits = upsample_mask_logits(mask_logits[qs], geometry).flatten(1)
         binary = logits > 0
-        area = binary.flatten(1).sum(1).float()
-        inside = (logits.sigmoid() * binary).flatten(1).sum(1)
+        area = binary.sum(1).float()
+        inside = torch.where(binary, logits.sigmoid_(), 0.0).sum(1)
         mask_score = inside / (area + 1e-6)
-        for j, q in enumerate(qs.tolist()):
-            sel = torch.nonzero(query_idx == q).flatten()
-            final = probs[sel].float() * mask_score[j]
-            keep = final > score_threshold
-            if bool(keep.any()):
-                sel, final = sel[keep], final[keep]
-                kept_scores.append(final)
-                kept_labels.append(labels[sel])
-                kept_q.append(query_idx[sel])
-                kept_masks.append(binary[j].unsqueeze(0).expand(sel.numel(), -1, -1))
+        sel = grouped[(slot[grouped] >= start) & (slot[grouped] < start + qs.numel())]
+        local = slot[sel] - start
+        final = probs[sel].float() * mask_score[local]
+        keep = final > score_threshold
+        if bool(keep.any()):
+            sel, local = sel[keep], local[keep]
+            kept_scores.append(final[keep])
+            kept_labels.append(labels[sel])
+            kept_q.append(query_idx[sel])
+            kept_masks.append(binary[local].view(-1, *geometry.original_hw))
     if not kept_scores:
         return _empty_detections(geometry, device)
     scores = torch.cat(kept_scores)
@@ -345,7 +351,7 @@ def semantic_inference(
     step = max(int(chunk), 1)
     for start in range(0, n_queries, step):
         masks = _to_padded_crop(ins_mask_logits[start : start + step], geometry)[0]
-        acc[0] += torch.einsum("qc,qhw->chw", probs[start : start + step], masks.sigmoid())
+        acc[0] += torch.einsum("qc,qhw->chw", probs[start : start + step], masks.sigmoid_())
     return _resize_to_original(acc, geometry)
 
 
