@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sine_model.engine.adjustable_settings import AdjustableSettings
 from sine_model.engine.cached_encoder import CachedEncoder
 from sine_model.engine.device import select_device, select_precision, set_num_threads
 from sine_model.engine.feature_cache import FeatureCache
@@ -32,7 +33,7 @@ from sine_model.engine.tiling import Tile, plan_tiles
 from sine_model.modeling.context import ReferenceTokens
 from sine_model.modeling.sine import SINE
 from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, check_thresholds
-from sine_model.postprocess.components import instance_steps_by_class, min_areas_by_class
+from sine_model.postprocess.components import min_areas_by_class
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.projection import ReferenceProjection, fit_reference_projection
 from sine_model.preprocess.transforms import Geometry, rgb_to_model_input, to_rgb_float
@@ -51,7 +52,7 @@ def auto_batch_size(pad: int) -> int:
     return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
-class Propagator:
+class Propagator(AdjustableSettings):
     """Propagate labels from reference images to target images with a SINE model.
 
     Parameters
@@ -209,66 +210,6 @@ class Propagator:
         """The class ids of the references, in the order of the semantic map's channels."""
         self._require_references()
         return [int(c) for c in self._tokens.sem_labels.tolist()]
-
-    def set_refiner(self, refiner: PixelRefiner | None) -> None:
-        """Refine the semantic answer (and instances made from it) with ``refiner`` (None: do not).
-
-        :func:`~sine_model.fitting.refiner.fit_refiner` fits one on the references and sets it; setting
-        references again drops it.
-        """
-        if refiner is not None and list(refiner.class_ids) != self.semantic_classes():
-            raise PropagationError(f"the refiner knows classes {list(refiner.class_ids)} but the references "
-                                   f"have {self.semantic_classes()}: fit it on these references")
-        self.refiner = refiner
-
-    def training_image(self, image: Any) -> Any:
-        """``image`` as the model sees it, for adaptation: the reference projection (uint8 grey) if on."""
-        if self._projection is None:
-            return image
-        return self._projection.grey(to_rgb_float(np.asarray(image), channel_axis=self.channel_axis))
-
-    def instance_steps(self) -> dict:
-        """Per class, how the semantic answer is split into instances.
-
-        Chosen on the references' own labels
-        (:func:`~sine_model.postprocess.components.instance_steps_by_class`),
-        unless :meth:`set_instance_steps` (e.g. :func:`~sine_model.fitting.calibration.calibrate`) fixed them.
-        """
-        if self._instance_steps is None:
-            self._instance_steps = instance_steps_by_class(*self._ref_labels)
-        if self._calibrated_steps:
-            return {**self._instance_steps, **self._calibrated_steps}
-        return self._instance_steps
-
-    def set_instance_steps(self, steps: Mapping[int, Any] | None) -> None:
-        """Fix the per-class split rules of the semantic answer (None: choose them on the references)."""
-        self._calibrated_steps = None if steps is None else dict(steps)
-
-    def clear_calibration(self, scale: float) -> None:
-        """Undo :func:`~sine_model.fitting.calibration.calibrate`: ``scale``, no input projection, split
-        rules chosen on the references; then set the references again."""
-        if scale != self.scale:
-            self.set_scale(scale)
-        self.set_instance_steps(None)
-        if self.project_inputs:
-            self.set_project_inputs(False)
-
-    def set_project_inputs(self, enabled: bool) -> None:
-        """Turn the reference projection on or off; set the references again (it is fitted on them)."""
-        self.project_inputs = bool(enabled)
-        self._projection, self._reference, self._tokens = None, None, None
-
-    def set_scale(self, scale: float) -> None:
-        """Change the resize factor; the references must be set again (they are encoded at the scale)."""
-        self._set_extents(scale)
-        self._reference, self._tokens = None, None
-
-    def _set_extents(self, scale: float) -> None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
-        self.scale = float(scale)
-        self.tile_extent = max(1, int(self.pad / self.scale))  # tile side in original pixels
-        self.overlap_extent = min(int(self._overlap / self.scale), self.tile_extent - 1)
 
     # -- targets ----------------------------------------------------------------------------------
 
