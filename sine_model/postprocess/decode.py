@@ -18,6 +18,7 @@ Scores are ``class probability x mean sigmoid inside the binary mask``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,27 +147,42 @@ def _score_pairs(
     Queries are processed ``chunk`` at a time and only masks of pairs that
     pass ``score_threshold`` are stored (as bool), bounding memory.
     """
-    device = mask_logits.device
+    probs, query_idx, labels = _hopeful(probs, query_idx, labels, score_threshold)
+    unique_q = torch.unique(query_idx)  # ascending
+    step = max(int(chunk), 1)
+    chunks = ((qs, upsample_mask_logits(mask_logits[qs], geometry)) for qs in unique_q.split(step))
+    return _score_chunks(probs, query_idx, labels, chunks, geometry, score_threshold)
+
+
+def _hopeful(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
+             score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if score_threshold >= 0:
         # final = prob × mask score with mask score in [0, 1]: pairs whose class probability cannot
         # beat the threshold are dropped before their masks are upsampled (same result, less work).
         hopeful = probs > score_threshold
-        probs, query_idx, labels = probs[hopeful], query_idx[hopeful], labels[hopeful]
-    unique_q = torch.unique(query_idx)  # ascending
-    slot = torch.searchsorted(unique_q, query_idx)  # each pair's query, as an index into unique_q
-    # pairs grouped by query (ascending), original order within a query: the order ties keep below
-    grouped = torch.sort(slot, stable=True).indices
+        return probs[hopeful], query_idx[hopeful], labels[hopeful]
+    return probs, query_idx, labels
+
+
+def _score_chunks(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
+                  chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], geometry: Geometry,
+                  score_threshold: float) -> Detections:
+    """Score (query, label) pairs from ``chunks`` of (ascending query indices, their upsampled logits).
+
+    Chunks come in ascending query order and together hold every query of ``query_idx``; pairs are
+    gathered by query, in their given order within a query, then stably sorted by descending score.
+    """
+    device = probs.device
+    grouped = torch.sort(query_idx, stable=True).indices  # pairs by query, given order within a query
     kept_scores, kept_labels, kept_q, kept_masks = [], [], [], []
-    step = max(int(chunk), 1)
-    for start in range(0, unique_q.numel(), step):
-        qs = unique_q[start : start + step]
-        logits = upsample_mask_logits(mask_logits[qs], geometry).flatten(1)
+    for qs, upsampled in chunks:
+        logits = upsampled.flatten(1)
         binary = logits > 0
         area = binary.sum(1).float()
         inside = torch.where(binary, logits.sigmoid_(), 0.0).sum(1)
         mask_score = inside / (area + 1e-6)
-        sel = grouped[(slot[grouped] >= start) & (slot[grouped] < start + qs.numel())]
-        local = slot[sel] - start
+        sel = grouped[torch.isin(query_idx[grouped], qs)]
+        local = torch.searchsorted(qs, query_idx[sel])
         final = probs[sel].float() * mask_score[local]
         keep = final > score_threshold
         if bool(keep.any()):
