@@ -53,12 +53,20 @@ STAGES = {
 }
 
 
-def sample_crops(count: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Reference crop, its labels, and ``count`` target crops with their labels (offsets cycle)."""
+def sample_crops(count: int, crop: int = CROP
+                 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Reference crop, its labels, and ``count`` target crops with their labels (offsets cycle).
+
+    ``crop=0``: the whole images (520×696).
+    """
     from sine_model.sample_data import load_sample
 
     sample = load_sample()
     height, width = sample.reference.shape
+    if crop == 0:
+        picks = [k % len(sample.targets) for k in range(count)]
+        return (sample.reference, sample.reference_labels, [sample.targets[k] for k in picks],
+                [sample.target_labels[k] for k in picks])
     offsets = [(y, x) for x in (0, (width - CROP) // 2, width - CROP) for y in (0, height - CROP)]
     ref = sample.reference[:CROP, :CROP]
     ref_labels = sample.reference_labels[:CROP, :CROP]
@@ -78,11 +86,19 @@ def _value(text: str) -> object:
         return text
 
 
+MODEL = "sine-embedded"
+
+
 def build(options: dict):
-    from sine_model import from_pretrained
+    import torch
+
+    from sine_model import build_sine, from_pretrained
     from sine_model.engine.propagator import Propagator
 
-    return Propagator(from_pretrained("sine-embedded"), device="cpu", **options)
+    if MODEL == "proxy":  # the official decoder (256 wide, 6 blocks, 200 queries) behind a small CNN
+        torch.manual_seed(0)
+        return Propagator(build_sine("cnn"), device="cpu", **options)
+    return Propagator(from_pretrained(MODEL), device="cpu", **options)
 
 
 def timed_run(options: dict, ref, ref_labels, targets, modes) -> tuple[dict, list]:
@@ -163,6 +179,10 @@ def main() -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="Propagator keyword arguments (JSON values), e.g. pad=448 batch_size=4")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
+    parser.add_argument("--model", default="sine-embedded",
+                        help="a preset, or 'proxy': the official decoder behind a small CNN encoder (random "
+                             "weights) to time the official model's non-encoder work")
+    parser.add_argument("--crop", type=int, default=CROP, help="crop side (0: whole 520×696 images)")
     parser.add_argument("--top", type=int, default=0, help="print the N functions with most own time")
     parser.add_argument("--compete", action="store_true", help="run a busy-loop process beside it")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
@@ -172,11 +192,13 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    global MODEL
+    MODEL = args.model
     options = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     modes = tuple(args.modes)
     rival = subprocess.Popen([sys.executable, "-c", "while 1: pass"]) if args.compete else None
     try:
-        ref, ref_labels, targets, truths = sample_crops(args.targets)
+        ref, ref_labels, targets, truths = sample_crops(args.targets, args.crop)
         load0 = os.getloadavg()[0]
         timed_run(options, ref, ref_labels, targets[:1], modes)  # warm-up
         timing, results = timed_run(options, ref, ref_labels, targets, modes)
@@ -193,7 +215,8 @@ def main() -> int:
                   cpu_s_per_target=timing["cpu_total"] / n, wall_s_per_target=timing["wall_total"] / n,
                   cpu_median_2n=timing["cpu_median_2n"], wall_median_2n=timing["wall_median_2n"],
                   **quality(results, truths))
-    print(f"threads {report['threads']}, {n} targets of {CROP}², modes {' '.join(modes)}, options {options}"
+    print(f"model {args.model}, threads {report['threads']}, {n} targets of "
+          f"{args.crop or 'whole'}{'²' if args.crop else ''}, modes {' '.join(modes)}, options {options}"
           f"{', with a competing busy loop' if args.compete else ''}")
     print(f"load (1 min) before/after timing: {load0:.2f} / {load1:.2f}")
     print(f"per target: {report['cpu_s_per_target']:.3f} s CPU, {report['wall_s_per_target']:.3f} s wall "

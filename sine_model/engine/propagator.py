@@ -75,7 +75,9 @@ class Propagator(AdjustableSettings):
         Overlap of neighbouring tiles in model-input pixels (default P // 4).
     batch_size : int, optional
         Tiles encoded and decoded per model call (tiles of several targets are batched together).
-        Default: :func:`auto_batch_size` (about a million input pixels per call: 20 tiles at 224, 1 at 896).
+        Default: :func:`auto_batch_size` (about a million input pixels per call: 20 tiles at 224, 1 at 896),
+        from one target at a time (each result streams as soon as its target is done); a number batches
+        tiles of several targets (read ahead) into calls of that size.
     cache_bytes : int
         Budget of the encoder-feature cache (0 disables it).
     score_thresholds : mapping, optional
@@ -133,6 +135,8 @@ class Propagator(AdjustableSettings):
             raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, got {instance_source!r}")
         if pad <= 0 or pad % patch:
             raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
+        # automatic: each target's tiles in calls of the pixel budget, results streamed target by target
+        self._per_target_batches = batch_size is None
         batch_size = auto_batch_size(pad) if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -274,7 +278,7 @@ class Propagator(AdjustableSettings):
                 )
             pending.append((index, rgb, tiles))
             tiles_pending += len(tiles)
-            if timeline is not None or tiles_pending >= self.batch_size:
+            if timeline is not None or tiles_pending >= self.batch_size or self._per_target_batches:
                 yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
                 pending, tiles_pending = [], 0
         if pending:
