@@ -10,8 +10,9 @@ Run by ``bench/gpu_check.sh`` on a CUDA machine (about 3–6 minutes); writes on
    device memory (``torch.cuda.max_memory_allocated``).
 3. ``--compile``: the same with the encoder wrapped in ``torch.compile`` (a failure is a table row).
 
-``--dry-run`` runs every step on the CPU with tiny sizes (2 targets, ViT-L replaced by ViT-S at P = 224,
-fp32 only) to check the script before a GPU is lent; its numbers mean nothing.
+``--dry-run`` runs every step on the CPU with tiny sizes (parity on one 224² crop, 1 target of 224² per
+measurement, ViT-L replaced by ViT-S at P = 112, fp32 only) to check the script before a GPU is lent; its
+numbers mean nothing.
 
 Usage::
 
@@ -40,22 +41,27 @@ def _propagator(model, device: str, precision: str, **options):
     return Propagator(model, device=device, precision=precision, cache_bytes=0, **options)
 
 
-def _sample_labels(model, device: str) -> dict[str, list[np.ndarray]]:
+def _sample_labels(model, device: str, side: int = 0) -> dict[str, list[np.ndarray]]:
     from sine_model.sample_data import load_sample
 
     sample = load_sample()
+    window = (slice(None), slice(None)) if not side else (slice(0, side), slice(0, side))
+    targets = sample.targets if not side else sample.targets[:1, :side, :side]
     prop = _propagator(model, device, "fp32")
-    prop.set_references([(sample.reference, sample.reference_labels)])
-    results = list(prop.propagate(sample.targets, modes=MODES, stack_axis=0))
+    prop.set_references([(sample.reference[window], sample.reference_labels[window])])
+    results = list(prop.propagate(targets, modes=MODES, stack_axis=0))
     return {mode: [r.labels[mode] for r in results] for mode in MODES}
 
 
-def parity_rows(device: str) -> list[str]:
-    """Per mode: pixels with the same label on the CPU and on ``device`` (fp32), and object counts."""
+def parity_rows(device: str, side: int = 0) -> list[str]:
+    """Per mode: pixels with the same label on the CPU and on ``device`` (fp32), and object counts.
+
+    ``side``: only the first target's top-left ``side``² (a dry run); 0: the three whole targets.
+    """
     from sine_model import from_pretrained
 
-    cpu = _sample_labels(from_pretrained("sine-embedded"), "cpu")
-    dev = _sample_labels(from_pretrained("sine-embedded"), device)
+    cpu = _sample_labels(from_pretrained("sine-embedded"), "cpu", side)
+    dev = _sample_labels(from_pretrained("sine-embedded"), device, side)
     rows = []
     for mode in MODES:
         same = np.mean([np.mean(a == b) for a, b in zip(cpu[mode], dev[mode], strict=True)])
@@ -141,7 +147,7 @@ def main() -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here: run with --dry-run for a CPU smoke run", file=sys.stderr)
         return 2
-    targets = 2 if args.dry_run else args.targets
+    targets = 1 if args.dry_run else args.targets
     precisions = ("fp32",) if device == "cpu" else ("fp32", "bf16", "fp16")
     begin = time.perf_counter()
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
@@ -152,9 +158,9 @@ def main() -> int:
         lines.append(row)
         print(row, flush=True)
 
-    for row in parity_rows(device):
+    for row in parity_rows(device, 224 if args.dry_run else 0):
         emit(row)
-    ref, ref_labels, images, _ = sample_crops(targets)
+    ref, ref_labels, images, _ = sample_crops(targets, 224 if args.dry_run else 512)
     stack = np.stack(images)
     embedded = from_pretrained("sine-embedded")
     for precision in precisions:
@@ -162,8 +168,8 @@ def main() -> int:
     if args.compile:
         emit(throughput_row("embedded", embedded, device, precisions[-1], stack, ref, ref_labels, True))
     model, label = vitl_model(args.dry_run)
-    pad = 224 if args.dry_run else 896
-    vitl_count = 2 if args.dry_run else args.vitl_targets
+    pad = 112 if args.dry_run else 896
+    vitl_count = 1 if args.dry_run else args.vitl_targets
     # 896² crops: the sample images tiled to the model input (one tile per target at P = 896)
     big = np.stack([np.pad(img, ((0, pad - img.shape[0]), (0, pad - img.shape[1])), mode="reflect")
                     if pad > img.shape[0] else img[:pad, :pad] for img in images[:vitl_count]])
