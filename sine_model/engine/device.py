@@ -8,7 +8,7 @@ import os
 import torch
 
 __all__ = ["select_device", "select_precision", "PRECISIONS", "THREADS_ENV", "usable_cores",
-           "choose_num_threads", "set_num_threads"]
+           "choose_num_threads", "set_num_threads", "idle_cores"]
 
 #: Environment variable fixing the engine's intra-op threads (wins over everything but an explicit option).
 THREADS_ENV = "SINE_NUM_THREADS"
@@ -80,8 +80,10 @@ def choose_num_threads(num_threads: int | None = None, reserve_cores: int = 0) -
     int
         ``num_threads``, else the ``SINE_NUM_THREADS`` environment variable, else the usable cores minus
         ``reserve_cores``, capped by torch's current setting (so a count lowered by the caller, e.g. a
-        scale-out worker's, stays); at least 1. More threads than free cores make every parallel step wait
-        for the thread that shares a core (measured in docs/benchmarks.md).
+        scale-out worker's, stays) and by the cores other jobs leave idle (:func:`idle_cores`, read once,
+        when the propagator is built); at least 1. More threads than free cores make every parallel step
+        wait for the thread that shares a core: on a busy 2-core machine 2 threads cost 6× the CPU time and
+        3× the wall time of 1 (docs/benchmarks.md).
     """
     if num_threads is not None:
         if int(num_threads) < 1:
@@ -97,7 +99,18 @@ def choose_num_threads(num_threads: int | None = None, reserve_cores: int = 0) -
             raise ValueError(f"{THREADS_ENV}={text!r} is not a positive integer: set it to the number of "
                              "threads to use (e.g. 1), or unset it")
         return value
-    return max(1, min(usable_cores() - max(0, int(reserve_cores)), torch.get_num_threads()))
+    count = min(usable_cores() - max(0, int(reserve_cores)), torch.get_num_threads())
+    return max(1, min(count, idle_cores()))
+
+
+def idle_cores() -> int:
+    """Usable cores not taken by other running jobs: usable cores minus the 1-minute load average, rounded
+    (all usable cores where the OS reports no load average)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return usable_cores()
+    return max(1, int(usable_cores() - load + 0.5))
 
 
 def set_num_threads(num_threads: int | None = None, reserve_cores: int = 0) -> int:

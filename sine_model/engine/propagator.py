@@ -103,7 +103,7 @@ class Propagator(AdjustableSettings):
     num_threads : int, optional
         Torch intra-op threads (set process-wide). Default: the ``SINE_NUM_THREADS`` environment variable,
         else the cores the process may use minus ``reserve_cores``, never more than torch's current setting
-        (:func:`~sine_model.engine.device.choose_num_threads`).
+        nor than the cores other jobs leave idle (:func:`~sine_model.engine.device.choose_num_threads`).
     reserve_cores : int
         Cores left to others when the thread count is chosen (the napari plugin leaves its GUI one).
     """

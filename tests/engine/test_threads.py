@@ -26,12 +26,24 @@ def test_explicit_count_wins_over_the_environment(monkeypatch):
 
 def test_default_leaves_reserved_cores_and_never_raises_torch_setting(monkeypatch):
     monkeypatch.setattr("sine_model.engine.device.usable_cores", lambda: 4)
+    monkeypatch.setattr("sine_model.engine.device.os.getloadavg", lambda: (0.2, 0.2, 0.2))
     torch.set_num_threads(8)
     assert choose_num_threads() == 4
     assert choose_num_threads(reserve_cores=1) == 3
     assert choose_num_threads(reserve_cores=9) == 1
     torch.set_num_threads(2)  # lowered by the caller (e.g. a scale-out worker): kept
     assert choose_num_threads() == 2
+
+
+def test_default_leaves_cores_busy_with_other_jobs(monkeypatch):
+    monkeypatch.setattr("sine_model.engine.device.usable_cores", lambda: 4)
+    torch.set_num_threads(4)
+    monkeypatch.setattr("sine_model.engine.device.os.getloadavg", lambda: (2.4, 1.0, 1.0))
+    assert choose_num_threads() == 2  # about 2.4 cores taken by other jobs
+    monkeypatch.setattr("sine_model.engine.device.os.getloadavg", lambda: (11.0, 9.0, 9.0))
+    assert choose_num_threads() == 1
+    monkeypatch.setenv(THREADS_ENV, "3")  # an explicit setting is not second-guessed
+    assert choose_num_threads() == 3
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "two"])
