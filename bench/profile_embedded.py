@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import json
 import os
 import pstats
@@ -97,7 +98,11 @@ def build(options: dict):
 
     if MODEL == "proxy":  # the official decoder (256 wide, 6 blocks, 200 queries) behind a small CNN
         torch.manual_seed(0)
+        options = {**options, "num_threads": torch.get_num_threads()} \
+            if "num_threads" in inspect.signature(Propagator).parameters else options
         return Propagator(build_sine("cnn"), device="cpu", **options)
+    if "num_threads" in inspect.signature(Propagator).parameters and "num_threads" not in options:
+        options = {**options, "num_threads": torch.get_num_threads()}  # keep --threads (or torch's count)
     return Propagator(from_pretrained(MODEL), device="cpu", **options)
 
 
@@ -192,6 +197,13 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    else:  # the engine's own choice (cores, reserved cores, load), as a user gets it
+        try:
+            from sine_model.engine.device import choose_num_threads
+        except ImportError:  # code from before issue 22: torch's default
+            pass
+        else:
+            torch.set_num_threads(choose_num_threads())
     global MODEL
     MODEL = args.model
     options = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
