@@ -171,6 +171,7 @@ class ModelHolder:
                     scale=request.scale,
                     batch_size=request.batch_size,
                     channel_axis=request.channel_axis,
+                    reserve_cores=1,  # napari's GUI keeps a core (SINE_NUM_THREADS overrides)
                 )
                 self.key, self.sha256, self.base_model = key, sha, model
             elif self.propagator.model is not self.base_model:  # undo an earlier run's adaptation

@@ -10,14 +10,14 @@ overlapping tiles (references too: their tiles act as extra shots) and stitched.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from sine_model.engine.adjustable_settings import AdjustableSettings
 from sine_model.engine.cached_encoder import CachedEncoder
-from sine_model.engine.device import select_device, select_precision
+from sine_model.engine.device import select_device, select_precision, set_num_threads
 from sine_model.engine.feature_cache import FeatureCache
 from sine_model.engine.inputs import (
     PropagationError,
@@ -27,34 +27,33 @@ from sine_model.engine.inputs import (
     validate_targets,
 )
 from sine_model.engine.memory import TimelapseMemory
-from sine_model.engine.resources import check_propagator_target, check_scale
+from sine_model.engine.reference_tiles import ReferenceTiles, class_map, reference_inputs
+from sine_model.engine.resources import check_propagator_target
 from sine_model.engine.stitching import ObjectScore, TargetResult, TileOutput, assemble_target
 from sine_model.engine.tiling import Tile, plan_tiles
 from sine_model.modeling.context import ReferenceTokens
 from sine_model.modeling.sine import SINE
 from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, check_thresholds
-from sine_model.postprocess.components import instance_steps_by_class, min_areas_by_class
+from sine_model.postprocess.components import min_areas_by_class
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.projection import ReferenceProjection, fit_reference_projection
-from sine_model.preprocess.transforms import Geometry, prepare_labels, rgb_to_model_input, to_rgb_float
+from sine_model.preprocess.transforms import Geometry, rgb_to_model_input, to_rgb_float
 
 __all__ = ["Propagator", "TargetResult", "ObjectScore", "PropagationError", "MODES", "DEFAULT_THRESHOLDS"]
 
 #: Input side of a model that carries no preset (the official FSS evaluation's 896).
 OFFICIAL_PAD = 896
+#: Model-input pixels per model call when ``batch_size`` is automatic: 20 tiles of 224², 3 of 518², 1 of
+#: 896² (batching amortises per-call work; beyond one ViT-L input at 896² it only costs memory).
+AUTO_BATCH_PIXELS = 1 << 20
 
 
-
-@dataclass
-class _Reference:
-    features: torch.Tensor  # neck features of the reference tiles (T, C, g, g), on the model device
-    masks: list[torch.Tensor]
-    classes: list[torch.Tensor]
-    ids: list[torch.Tensor]
-    id_sources: dict[int, str] = field(default_factory=dict)
+def auto_batch_size(pad: int) -> int:
+    """Tiles per model call for input side ``pad`` when ``batch_size`` is automatic."""
+    return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
-class Propagator:
+class Propagator(AdjustableSettings):
     """Propagate labels from reference images to target images with a SINE model.
 
     Parameters
@@ -75,8 +74,11 @@ class Propagator:
         scaled size fits in P are padded, never enlarged.
     tile_overlap : int, optional
         Overlap of neighbouring tiles in model-input pixels (default P // 4).
-    batch_size : int
+    batch_size : int, optional
         Tiles encoded and decoded per model call (tiles of several targets are batched together).
+        Default: :func:`auto_batch_size` (about a million input pixels per call: 20 tiles at 224, 1 at 896),
+        from one target at a time (each result streams as soon as its target is done); a number batches
+        tiles of several targets (read ahead) into calls of that size.
     cache_bytes : int
         Budget of the encoder-feature cache (0 disables it).
     score_thresholds : mapping, optional
@@ -99,6 +101,12 @@ class Propagator:
         colour direction separating reference objects from background, objects bright) of every image
         instead of the image; fitted by :meth:`set_references`. Off by default;
         :func:`~sine_model.fitting.calibration.calibrate` turns it on when it helps.
+    num_threads : int, optional
+        Torch intra-op threads (set process-wide). Default: the ``SINE_NUM_THREADS`` environment variable,
+        else the cores the process may use minus ``reserve_cores``, never more than torch's current setting
+        nor than the cores other jobs leave idle (:func:`~sine_model.engine.device.choose_num_threads`).
+    reserve_cores : int
+        Cores left to others when the thread count is chosen (the napari plugin leaves its GUI one).
     """
 
     def __init__(
@@ -110,13 +118,15 @@ class Propagator:
         pad: int | None = None,
         scale: float = 1.0,
         tile_overlap: int | None = None,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         cache_bytes: int = 1 << 30,
         score_thresholds: Mapping[str, float] | None = None,
         channel_axis: int | None = None,
         dense_refinement: int = 1,
         instance_source: str | None = None,
         project_inputs: bool = False,
+        num_threads: int | None = None,
+        reserve_cores: int = 0,
     ) -> None:
         patch = model.patch_size
         preset = getattr(model, "preset", None)  # set by from_pretrained; None for a model built here
@@ -126,6 +136,9 @@ class Propagator:
             raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, got {instance_source!r}")
         if pad <= 0 or pad % patch:
             raise ValueError(f"pad must be a positive multiple of {patch}, got {pad}")
+        # automatic: each target's tiles in calls of the pixel budget, results streamed target by target
+        self._per_target_batches = batch_size is None
+        batch_size = auto_batch_size(pad) if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         overlap = pad // 4 if tile_overlap is None else int(tile_overlap)
@@ -133,6 +146,7 @@ class Propagator:
             raise ValueError(f"tile_overlap must be in [0, {pad // 2}), got {overlap}")
         thresholds = check_thresholds(score_thresholds)  # unknown modes and NaN refused here
         self.device = select_device(device)
+        self.num_threads = set_num_threads(num_threads, reserve_cores)
         self.autocast_dtype = select_precision(self.device, precision)
         self.model = model.eval().to(self.device)
         self.pad, self.batch_size, self._overlap = pad, batch_size, overlap
@@ -150,7 +164,7 @@ class Propagator:
         self.refiner: PixelRefiner | None = None  # full-resolution refinement, fitted on the references
         self.instance_topk = self.model.transformer_decoder.num_queries
         self._encoder = CachedEncoder(self.model, self.device, self.autocast_dtype, pad, cache_bytes)
-        self._reference: _Reference | None = None
+        self._reference: ReferenceTiles | None = None
         self._tokens: ReferenceTokens | None = None
         self._ref_ndim = 2
         self._ref_channels = 1
@@ -174,31 +188,16 @@ class Propagator:
         rgbs = [to_rgb_float(image, channel_axis=self.channel_axis) for image, _, _, _ in checked]
         self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
             if self.project_inputs else None
-        tensors, masks, class_lists, ids, sources = [], [], [], [], {}
-        for ref_index, (_, labels, _, _) in enumerate(checked):
-            rgb = self._projected(rgbs[ref_index])
-            for tile in plan_tiles(*labels.shape, self.tile_extent, self.overlap_extent):
-                core_labels = np.zeros(tile.shape, dtype=np.int64)
-                core_labels[tile.core_in_tile] = labels[tile.core_slices]
-                if not core_labels.any():
-                    continue
-                geometry = self._geometry(tile)
-                tile_masks, tile_ids = prepare_labels(core_labels, geometry)
-                tensors.append(rgb_to_model_input(rgb[tile.slices], geometry.valid_hw, self.pad))
-                masks.append(tile_masks.to(self.device))
-                ids.append(tile_ids.to(self.device))
-                class_lists.append(torch.tensor([class_of[int(v)] for v in tile_ids], device=self.device))
-                for obj in tile_ids.tolist():
-                    sources.setdefault(obj, set()).add(ref_index)
+        label_images = [labels for _, labels, _, _ in checked]
+        shots = reference_inputs([self._projected(rgb) for rgb in rgbs], label_images, class_of,
+                                 self.tile_extent, self.overlap_extent, self.pad, self._geometry, self.device)
         with torch.inference_mode():
-            images = torch.cat(tensors)
+            images = torch.cat(shots.images)
             features = torch.cat([self._encode(images[i : i + self.batch_size])
                                   for i in range(0, len(images), self.batch_size)])
-            reference = _Reference(features, masks, class_lists, ids,
-                                   {k: "ref:" + ",".join(map(str, sorted(v))) for k, v in sources.items()})
-            self._tokens = self.model.reference_tokens(features, masks, class_lists, ids)
+            reference = ReferenceTiles(features, shots.masks, shots.classes, shots.ids, shots.id_sources)
+            self._tokens = self.model.reference_tokens(features, shots.masks, shots.classes, shots.ids)
         self._reference = reference
-        label_images = [labels for _, labels, _, _ in checked]
         self._min_area = min_areas_by_class(label_images, class_of)
         self.refiner = None  # fitted on other references (fit_refiner sets it after the references)
         self._ref_labels, self._instance_steps = (label_images, class_of), None
@@ -207,17 +206,7 @@ class Propagator:
 
     @staticmethod
     def _class_map(classes: Mapping[int, int] | None, label_images: list[np.ndarray]) -> dict[int, int]:
-        values = sorted({int(v) for labels in label_images for v in np.unique(labels) if v != 0})
-        if classes is None:
-            return dict.fromkeys(values, 1)
-        missing = [v for v in values if v not in classes]
-        if missing:
-            raise PropagationError(f"labels {missing[:10]} have no class in the classes mapping: give "
-                                   "every labelled object a class")
-        bad = {k: c for k, c in classes.items() if int(c) < 1}
-        if bad:
-            raise PropagationError(f"class ids must be positive integers, got {bad}")
-        return {v: int(classes[v]) for v in values}
+        return class_map(classes, label_images)
 
     def _projected(self, rgb: np.ndarray) -> np.ndarray:
         return rgb if self._projection is None else self._projection.apply(rgb)
@@ -226,64 +215,6 @@ class Propagator:
         """The class ids of the references, in the order of the semantic map's channels."""
         self._require_references()
         return [int(c) for c in self._tokens.sem_labels.tolist()]
-
-    def set_refiner(self, refiner: PixelRefiner | None) -> None:
-        """Refine the semantic answer (and instances made from it) with ``refiner`` (None: do not).
-
-        :func:`~sine_model.fitting.refiner.fit_refiner` fits one on the references and sets it; setting
-        references again drops it.
-        """
-        if refiner is not None and list(refiner.class_ids) != self.semantic_classes():
-            raise PropagationError(f"the refiner knows classes {list(refiner.class_ids)} but the references "
-                                   f"have {self.semantic_classes()}: fit it on these references")
-        self.refiner = refiner
-
-    def training_image(self, image: Any) -> Any:
-        """``image`` as the model sees it, for adaptation: the reference projection (uint8 grey) if on."""
-        if self._projection is None:
-            return image
-        return self._projection.grey(to_rgb_float(np.asarray(image), channel_axis=self.channel_axis))
-
-    def instance_steps(self) -> dict:
-        """Per class, how the semantic answer is split into instances.
-
-        Chosen on the references' own labels
-        (:func:`~sine_model.postprocess.components.instance_steps_by_class`),
-        unless :meth:`set_instance_steps` (e.g. :func:`~sine_model.fitting.calibration.calibrate`) fixed them.
-        """
-        if self._instance_steps is None:
-            self._instance_steps = instance_steps_by_class(*self._ref_labels)
-        if self._calibrated_steps:
-            return {**self._instance_steps, **self._calibrated_steps}
-        return self._instance_steps
-
-    def set_instance_steps(self, steps: Mapping[int, Any] | None) -> None:
-        """Fix the per-class split rules of the semantic answer (None: choose them on the references)."""
-        self._calibrated_steps = None if steps is None else dict(steps)
-
-    def clear_calibration(self, scale: float) -> None:
-        """Undo :func:`~sine_model.fitting.calibration.calibrate`: ``scale``, no input projection, split
-        rules chosen on the references; then set the references again."""
-        if scale != self.scale:
-            self.set_scale(scale)
-        self.set_instance_steps(None)
-        if self.project_inputs:
-            self.set_project_inputs(False)
-
-    def set_project_inputs(self, enabled: bool) -> None:
-        """Turn the reference projection on or off; set the references again (it is fitted on them)."""
-        self.project_inputs = bool(enabled)
-        self._projection, self._reference, self._tokens = None, None, None
-
-    def set_scale(self, scale: float) -> None:
-        """Change the resize factor; the references must be set again (they are encoded at the scale)."""
-        self._set_extents(scale)
-        self._reference, self._tokens = None, None
-
-    def _set_extents(self, scale: float) -> None:
-        self.scale = check_scale(scale, self.pad, self.model.patch_size)  # positive, finite, not absurd
-        self.tile_extent = max(1, int(self.pad / self.scale))  # tile side in original pixels
-        self.overlap_extent = min(int(self._overlap / self.scale), self.tile_extent - 1)
 
     # -- targets ----------------------------------------------------------------------------------
 
@@ -349,7 +280,7 @@ class Propagator:
                 )
             pending.append((index, rgb, tiles))
             tiles_pending += len(tiles)
-            if timeline is not None or tiles_pending >= self.batch_size:
+            if timeline is not None or tiles_pending >= self.batch_size or self._per_target_batches:
                 yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
                 pending, tiles_pending = [], 0
         if pending:

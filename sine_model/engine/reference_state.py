@@ -33,7 +33,7 @@ class EngineSettings:
     pad: int
     scale: float
     tile_overlap: int
-    batch_size: int
+    batch_size: int | None  # None: automatic (per-target batches)
     thresholds: dict[str, float]
     channel_axis: int | None
     dense_refinement: int
@@ -95,7 +95,8 @@ def capture(propagator: Any) -> ReferenceState:
         propagator.instance_steps()  # chosen on the references now, once, not on every worker
     settings = EngineSettings(
         pad=propagator.pad, scale=propagator.scale, tile_overlap=propagator._overlap,
-        batch_size=propagator.batch_size, thresholds=dict(propagator.thresholds),
+        batch_size=None if propagator._per_target_batches else propagator.batch_size,
+        thresholds=dict(propagator.thresholds),
         channel_axis=propagator.channel_axis, dense_refinement=propagator.dense_refinement,
         instance_source=propagator.instance_source, project_inputs=propagator.project_inputs,
         precision=_PRECISIONS.get(propagator.autocast_dtype, "fp32"),

@@ -32,6 +32,7 @@ from sine_model.postprocess.decode import (
     semantic_label_map,
 )
 from sine_model.postprocess.instance_split import InstanceStep
+from sine_model.postprocess.joint_decode import instance_semantic_inference
 from sine_model.preprocess.transforms import Geometry
 
 __all__ = ["ObjectScore", "TargetResult", "assemble_target",
@@ -85,6 +86,13 @@ class TileOutput:
         if "id" in modes:
             out.id = _cpu(id_inference(raw["pred_id_logits"][b].float(), raw["pred_id_masks"][b].float(),
                                        tokens.ids, geometry, score_threshold=thresholds["id"]))
+        if "instance" in modes and "semantic" in modes:  # one upsampling of the query masks for both
+            detections, probs = instance_semantic_inference(
+                raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(), tokens.sem_labels,
+                geometry, score_threshold=thresholds["instance"], topk=instance_topk)
+            out.instance = _cpu(detections)
+            out.semantic = probs[(slice(None), *tile.core_in_tile)].cpu().numpy()
+            return out
         if "instance" in modes:
             out.instance = _cpu(instance_inference(
                 raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(), tokens.sem_labels,

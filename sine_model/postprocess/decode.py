@@ -18,6 +18,7 @@ Scores are ``class probability x mean sigmoid inside the binary mask``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,9 @@ def _to_padded_crop(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tens
 
 def _resize_to_original(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Bilinearly resize ``(1, C, h_r, w_r)`` to ``(C, H, W)``."""
+    if tuple(x.shape[-2:]) == tuple(geometry.original_hw):
+        # at scale 1 the valid region is the original size: bilinear at the same size copies exactly
+        return x[0]
     out = F.interpolate(x, size=tuple(geometry.original_hw), mode="bilinear", align_corners=False)
     return out[0]
 
@@ -143,32 +147,50 @@ def _score_pairs(
     Queries are processed ``chunk`` at a time and only masks of pairs that
     pass ``score_threshold`` are stored (as bool), bounding memory.
     """
-    device = mask_logits.device
+    probs, query_idx, labels = _hopeful(probs, query_idx, labels, score_threshold)
+    unique_q = torch.unique(query_idx)  # ascending
+    step = max(int(chunk), 1)
+    chunks = ((qs, upsample_mask_logits(mask_logits[qs], geometry)) for qs in unique_q.split(step))
+    return _score_chunks(probs, query_idx, labels, chunks, geometry, score_threshold)
+
+
+def _hopeful(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
+             score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if score_threshold >= 0:
         # final = prob × mask score with mask score in [0, 1]: pairs whose class probability cannot
         # beat the threshold are dropped before their masks are upsampled (same result, less work).
         hopeful = probs > score_threshold
-        probs, query_idx, labels = probs[hopeful], query_idx[hopeful], labels[hopeful]
-    unique_q = torch.unique(query_idx)
+        return probs[hopeful], query_idx[hopeful], labels[hopeful]
+    return probs, query_idx, labels
+
+
+def _score_chunks(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
+                  chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], geometry: Geometry,
+                  score_threshold: float) -> Detections:
+    """Score (query, label) pairs from ``chunks`` of (ascending query indices, their upsampled logits).
+
+    Chunks come in ascending query order and together hold every query of ``query_idx``; pairs are
+    gathered by query, in their given order within a query, then stably sorted by descending score.
+    """
+    device = probs.device
+    grouped = torch.sort(query_idx, stable=True).indices  # pairs by query, given order within a query
     kept_scores, kept_labels, kept_q, kept_masks = [], [], [], []
-    step = max(int(chunk), 1)
-    for start in range(0, unique_q.numel(), step):
-        qs = unique_q[start : start + step]
-        logits = upsample_mask_logits(mask_logits[qs], geometry)
+    for qs, upsampled in chunks:
+        logits = upsampled.flatten(1)
         binary = logits > 0
-        area = binary.flatten(1).sum(1).float()
-        inside = (logits.sigmoid() * binary).flatten(1).sum(1)
+        area = binary.sum(1).float()
+        inside = torch.where(binary, logits.sigmoid_(), 0.0).sum(1)
         mask_score = inside / (area + 1e-6)
-        for j, q in enumerate(qs.tolist()):
-            sel = torch.nonzero(query_idx == q).flatten()
-            final = probs[sel].float() * mask_score[j]
-            keep = final > score_threshold
-            if bool(keep.any()):
-                sel, final = sel[keep], final[keep]
-                kept_scores.append(final)
-                kept_labels.append(labels[sel])
-                kept_q.append(query_idx[sel])
-                kept_masks.append(binary[j].unsqueeze(0).expand(sel.numel(), -1, -1))
+        sel = grouped[torch.isin(query_idx[grouped], qs)]
+        local = torch.searchsorted(qs, query_idx[sel])
+        final = probs[sel].float() * mask_score[local]
+        keep = final > score_threshold
+        if bool(keep.any()):
+            sel, local = sel[keep], local[keep]
+            kept_scores.append(final[keep])
+            kept_labels.append(labels[sel])
+            kept_q.append(query_idx[sel])
+            kept_masks.append(binary[local].view(-1, *geometry.original_hw))
     if not kept_scores:
         return _empty_detections(geometry, device)
     scores = torch.cat(kept_scores)
@@ -345,7 +367,7 @@ def semantic_inference(
     step = max(int(chunk), 1)
     for start in range(0, n_queries, step):
         masks = _to_padded_crop(ins_mask_logits[start : start + step], geometry)[0]
-        acc[0] += torch.einsum("qc,qhw->chw", probs[start : start + step], masks.sigmoid())
+        acc[0] += torch.einsum("qc,qhw->chw", probs[start : start + step], masks.sigmoid_())
     return _resize_to_original(acc, geometry)
 
 
