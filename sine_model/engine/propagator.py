@@ -149,6 +149,7 @@ class Propagator(AdjustableSettings):
         self.num_threads = set_num_threads(num_threads, reserve_cores)
         self.autocast_dtype = select_precision(self.device, precision)
         self.model = model.eval().to(self.device)
+        self.model_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())  # memory guard
         self.pad, self.batch_size, self._overlap = pad, batch_size, overlap
         self._set_extents(scale)
         self.thresholds = {**DEFAULT_THRESHOLDS, **thresholds}

@@ -144,8 +144,7 @@ def check_propagator_target(propagator: Any, index: int, height: int, width: int
 
     The one call of the guard: the engine makes it for every target before its first model call.
     """
-    model_bytes = sum(p.numel() * p.element_size() for p in propagator.model.parameters())
     n_maps = propagator.instance_topk + len(propagator.semantic_classes())
     estimate = estimate_target_bytes(height, width, n_tiles, propagator.pad, n_maps, n_modes,
-                                     propagator.cache.max_bytes, model_bytes)
+                                     propagator.cache.max_bytes, propagator.model_bytes)
     check_target_fits(index, estimate)
