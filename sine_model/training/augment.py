@@ -150,6 +150,28 @@ def _window_start(rng: np.random.Generator, size: int, scaled: int, focus: float
     return int(rng.integers(lo, hi + 1))
 
 
+def _focus_point(labels: np.ndarray, focus: int, scaled_hw: tuple[int, int],
+                 rng: np.random.Generator) -> tuple[int | None, int | None]:
+    """A random pixel of the scaled image whose label (as :func:`_resize_window` samples it) is ``focus``;
+    ``(None, None)`` when the object is absent or vanishes at this scale."""
+    ys, xs = np.nonzero(labels == focus)
+    if not ys.size:
+        return None, None
+
+    def span(lo: int, hi: int, size: int, scaled: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled indices around source indices lo..hi, and the source index each one samples."""
+        index = np.arange(max(int(lo * scaled / size) - 1, 0), min(int((hi + 1) * scaled / size) + 2, scaled))
+        return index, np.minimum(((index + 0.5) * size / scaled).astype(np.int64), size - 1)
+
+    rows, source_rows = span(int(ys.min()), int(ys.max()), labels.shape[0], scaled_hw[0])
+    cols, source_cols = span(int(xs.min()), int(xs.max()), labels.shape[1], scaled_hw[1])
+    hit_rows, hit_cols = np.nonzero(labels[np.ix_(source_rows, source_cols)] == focus)
+    if not hit_rows.size:
+        return None, None
+    k = int(rng.integers(hit_rows.size))
+    return int(rows[hit_rows[k]]), int(cols[hit_cols[k]])
+
+
 def geometric_augment(
     image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, config: AugmentConfig,
     focus: int | None = None,
@@ -195,13 +217,7 @@ def geometric_augment(
         scale *= min(out_h / height, out_w / width)
     s_h, s_w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
     h, w = min(out_h, s_h), min(out_w, s_w)
-    fy = fx = None
-    if focus is not None:
-        ys, xs = np.nonzero(labels == focus)
-        if ys.size:  # a pixel of the object, mapped to the scaled image
-            k = int(rng.integers(ys.size))
-            fy = min(int((ys[k] + 0.5) * s_h / height), s_h - 1)
-            fx = min(int((xs[k] + 0.5) * s_w / width), s_w - 1)
+    fy, fx = _focus_point(labels, focus, (s_h, s_w), rng) if focus is not None else (None, None)
     y0 = _window_start(rng, h, s_h, fy)
     x0 = _window_start(rng, w, s_w, fx)
     crop_image, crop_labels = _resize_window(image, labels, (s_h, s_w), (y0, x0, h, w))

@@ -41,9 +41,9 @@ def scene(shape: tuple[int, int], boxes: list[tuple[int, int, int, int]], seed: 
 
 def test_sparse_tiny_objects_in_a_large_frame_give_training_pairs():
     # the bacteria: a few small rods in a large frame, far more frame than any crop
-    rng = np.random.default_rng(3)
-    boxes = [(int(rng.integers(0, 360)), int(rng.integers(0, 500)), 3, 9) for _ in range(8)]
-    image, labels = scene((364, 513), boxes)
+    rng = np.random.default_rng(3)  # crops of 56 pixels, 2.5 % of the frame each
+    boxes = [(int(rng.integers(0, 200)), int(rng.integers(0, 300)), 2, 6) for _ in range(6)]
+    image, labels = scene((202, 306), boxes)
     preparation = prepare_and_propagate(image, labels)
     assert "adapt" not in preparation.stepped_aside and preparation.adaptation.steps >= 2
 
@@ -64,8 +64,8 @@ def test_a_reference_too_small_to_halve():
 
 
 def test_three_thousand_objects():
-    boxes = [(4 * row, 8 * col, 3, 6) for row in range(50) for col in range(60)]
-    image, labels = scene((200, 480), boxes)
+    boxes = [(3 * row, 4 * col, 2, 3) for row in range(50) for col in range(60)]
+    image, labels = scene((150, 240), boxes)
     assert labels.max() == 3000
     preparation = prepare_and_propagate(image, labels, adapt_steps=1)
     assert preparation.stepped_aside == {}
@@ -73,7 +73,7 @@ def test_three_thousand_objects():
 
 def test_single_pixel_objects_still_train():
     # the views' fragment floor follows the objects' size, and the crops are placed around them
-    image, labels = scene((300, 300), [(50, 50, 1, 1), (200, 220, 1, 1)])
+    image, labels = scene((120, 120), [(20, 20, 1, 1), (90, 100, 1, 1)])
     preparation = prepare_and_propagate(image, labels)
     assert preparation.adaptation.steps == 4  # two cross-fitted copies, two steps each
 
