@@ -17,8 +17,8 @@ from sine_model.modes import parse_classes, parse_modes
 
 __all__ = [
     "EXIT_OK", "EXIT_USAGE", "EXIT_INTERRUPTED", "CliError", "InterruptGuard", "check_out_dir",
-    "add_recipe_options", "check_steps", "classes_type", "load_model", "modes_type", "package_version",
-    "preparation_report", "prepare_references",
+    "add_recipe_options", "classes_type", "load_model", "modes_type", "package_version",
+    "preparation_report", "prepare_references", "steps_type",
 ]
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -106,11 +106,16 @@ def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
         raise CliError(f"--out {out} is a file: give a directory")
 
 
-def check_steps(steps: int | None, option: str = "--adapt") -> None:
-    """``option`` (``--adapt``, ``--refine``) is absent or a positive number of steps."""
-    if steps is not None and steps <= 0:
-        raise CliError(f"{option} needs a positive number of steps, got {steps} (--no-{option[2:]} turns "
-                       "the stage off)")
+def steps_type(text: str) -> int:
+    """argparse type of ``--adapt`` / ``--refine``: a positive number of optimiser steps."""
+    try:
+        steps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a whole number of steps, got {text!r}") from None
+    if steps <= 0:
+        raise argparse.ArgumentTypeError(f"needs a positive number of steps, got {steps} (--no-adapt / "
+                                         "--no-refine turn the stage off)")
+    return steps
 
 
 def add_recipe_options(add: Any, what: str = "the references") -> None:
@@ -119,11 +124,11 @@ def add_recipe_options(add: Any, what: str = "the references") -> None:
         help=f"choose the scale and how touching objects are split on {what} (cross-validation between "
              "halves; default: the preset's recipe)")
     add("--no-calibrate", dest="calibrate", action="store_false", help="do not calibrate")
-    add("--adapt", type=int, metavar="STEPS",
+    add("--adapt", type=steps_type, metavar="STEPS",
         help=f"fine-tune neck + decoder on crop pairs of {what} for STEPS steps per copy first "
              "(default: the preset's recipe)")
     add("--no-adapt", dest="adapt", action="store_const", const=0, help="do not adapt")
-    add("--refine", type=int, metavar="STEPS",
+    add("--refine", type=steps_type, metavar="STEPS",
         help="decide every pixel again at full resolution with a small classifier of the model's maps and "
              f"image features, trained on {what} for STEPS steps (default: the preset's recipe)")
     add("--no-refine", dest="refine", action="store_const", const=0, help="no full-resolution refiner")

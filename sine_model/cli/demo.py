@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from sine_model.cli import common
-from sine_model.cli.common import add_recipe_options, check_out_dir, check_steps, prepare_references
+from sine_model.cli.common import add_recipe_options, check_out_dir, prepare_references
 from sine_model.modes import INSTANCE_SOURCES, MODES
 
 __all__ = ["add_demo_command", "cmd_demo"]
@@ -35,8 +35,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sine_model.sample_data import load_sample
 
     check_out_dir(args.out, MODES, args.overwrite)
-    check_steps(args.adapt)
-    check_steps(args.refine, "--refine")
     name = args.model or default_preset()
     model = common.load_model(args)  # through the module: one place to swap it
     sample = load_sample()

@@ -22,7 +22,6 @@ from sine_model.cli.common import (
     InterruptGuard,
     add_recipe_options,
     check_out_dir,
-    check_steps,
     classes_type,
     modes_type,
     prepare_references,
@@ -139,8 +138,6 @@ def _propagate_command(args: argparse.Namespace) -> int:
 
         return run_resumable(args, _prepared_propagator)
     check_out_dir(args.out, args.modes, args.overwrite)
-    check_steps(args.adapt)
-    check_steps(args.refine, "--refine")
     if args.format == "zarr" and not io.zarr_available():
         raise CliError("--format zarr needs the 'zarr' package: pip install zarr")
     pairs = [(io.read_image(i), io.read_image(lab)) for i, lab in zip(args.ref, args.ref_labels, strict=True)]

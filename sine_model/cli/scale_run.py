@@ -20,7 +20,6 @@ from sine_model.cli.common import (
     EXIT_OK,
     CliError,
     InterruptGuard,
-    check_steps,
     package_version,
 )
 
@@ -45,8 +44,6 @@ def _check(args: argparse.Namespace) -> None:
     if args.scheduler and args.adapt:
         raise CliError("--adapt changes the model's weights, and workers load the weights from their file: "
                        "--adapt cannot be combined with --scheduler (yet)")
-    check_steps(args.adapt)
-    check_steps(args.refine, "--refine")
     if not ome_zarr_available():
         raise CliError("--format ome-zarr and --scheduler need zarr and ome-zarr: "
                        "pip install 'napari-sine[scale]'")

@@ -188,9 +188,9 @@ def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
     assert not np.any((instance > 0) & (semantic == 0))
     assert ": 2 steps on" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "0", "--overwrite")
-    assert code == 2 and "--refine needs a positive number of steps" in err and "--no-refine" in err
+    assert code == 2 and "--refine: needs a positive number of steps" in err and "--no-refine" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "1.5", "--overwrite")
-    assert code == 2 and "invalid int value" in err  # a budget in steps, not seconds
+    assert code == 2 and "whole number of steps" in err  # a budget in steps, not seconds
 
 
 def test_zarr_targets_and_zarr_output(capsys, data):
@@ -450,7 +450,7 @@ def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
     assert code == 0, err
     assert calls[-1] == (1, True) and "refiner fitted on the references" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--adapt", "-2", "--overwrite")
-    assert code == 2 and "--adapt needs a positive number of steps" in err
+    assert code == 2 and "--adapt: needs a positive number of steps" in err
 
 
 def test_the_presets_recipe_runs_unless_told_otherwise(capsys, data, made, monkeypatch):
