@@ -1,11 +1,12 @@
 """Fitting the refiner's pixel model on the references (:func:`fit_refiner`).
 
 :func:`fit_refiner` trains :class:`~sine_model.postprocess.pixel_refiner.PixelRefiner` on the references'
-own pixels for a number of steps (seeded; a wall-clock cap is only a safety net). Its coarse input there
-is the model's answer on each reference half predicted from the other half
-(:func:`~sine_model.fitting.folds.reference_folds`), or on the whole reference from itself when no
-reference has objects in both halves: a held-out answer teaches the MLP how far the model's map can be
-trusted on images it has not seen. A model adapted to the whole references has seen both halves, so after adaptation the halves are predicted by the cross-fitted models of
+own pixels for a number of steps (seeded; a wall-clock cap is only a safety net). Its coarse input there is
+the model's answer on each reference half predicted from the other half
+(:func:`~sine_model.fitting.folds.reference_folds`), or on the whole reference from itself when no reference
+has objects in both halves: a held-out answer teaches the MLP how far the model's map can be trusted on
+images it has not seen. A model adapted to the whole references has seen both halves, so after adaptation
+the halves are predicted by the cross-fitted models of
 :func:`~sine_model.fitting.adaptation.adapt_propagator` (``cross_fit``, ``fold_models`` here), each adapted
 without the half it predicts. Nothing is tuned on targets.
 """
