@@ -233,7 +233,6 @@ def test_run_follows_the_models_recipe_and_shows_it(sample_viewer, qtbot):
     assert record["parameters"]["refine_steps"] is None and record["parameters"]["calibrate"] is None
     assert record["fitting"]["recipe"] == "calibrate + refine 2 steps"
     assert record["refinement"]["steps"] == 2 and record["calibration"] is not None
-    assert "--calibrate" not in record["cli"] and "--refine" not in record["cli"]  # the CLI runs the recipe
     widget.options.recipe.setChecked(False)
     widget.options.refine.setChecked(False)
     widget.options.calibrate.setChecked(False)
@@ -242,7 +241,7 @@ def test_run_follows_the_models_recipe_and_shows_it(sample_viewer, qtbot):
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
     assert record["refinement"] is None and record["fitting"] == {"recipe": "none"}
-    assert "--no-calibrate" in record["cli"] and "--no-refine" in record["cli"]
+    assert record["parameters"]["calibrate"] is False and record["parameters"]["refine_steps"] == 0
 
 
 def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):

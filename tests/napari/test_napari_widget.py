@@ -164,5 +164,9 @@ def test_replay_command_parses_with_the_cli():
     assert args.modes == ("id", "instance") and args.device == "cuda" and args.memory
     assert args.threshold_id == 0.4 and args.classes == {1: 2} and args.scale == 0.5 and args.adapt == 20
     assert args.instances == "semantic" and args.calibrate and args.refine == 0  # --no-refine
+    record["parameters"].update(calibrate=None, adapt_steps=None, refine_steps=None)  # the recipe
+    command = cli_command(record)[0]
+    flags = {"--calibrate", "--no-calibrate", "--adapt", "--no-refine", "--refine"}
+    assert not flags & set(shlex.split(command))
     record["references"][0]["plane"] = 3
     assert cli_command(record)[0] is None
