@@ -77,12 +77,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--max-refs", type=int, default=2)
     parser.add_argument("--max-targets", type=int, default=3)
     parser.add_argument("--model", default="sine-embedded")
-    parser.add_argument("--refine", type=float, default=15.0, help="refiner budget in seconds")
+    parser.add_argument("--refine", type=int, default=400, help="refiner budget in steps")
     parser.add_argument("--small-fraction", type=float, default=0.15)
     args = parser.parse_args(argv)
     model, pad = make_model(args.model)
-    runners = [ModelRunner(model, f"SINE ({args.model} + calibrate + refine {args.refine:g} s)", pad=pad,
-                           calibrate=True, refine_seconds=args.refine, instance_sources=["semantic"]),
+    runners = [ModelRunner(model, f"SINE ({args.model} + calibrate + refine {args.refine} steps)", pad=pad,
+                           calibrate=True, refine_steps=args.refine, instance_sources=["semantic"]),
                RandomForestBaseline(border=True)]
     totals: dict = {}
     for dataset in args.datasets:

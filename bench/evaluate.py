@@ -238,12 +238,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="preset name, .safetensors path, 'random-tiny' (smoke runs) or 'none'")
     parser.add_argument("--pad", type=int, default=None, help="model input side (default: the model's)")
     parser.add_argument("--scale", type=float, default=1.0, help="resize factor before tiling")
-    parser.add_argument("--adapt", type=float, nargs="+", default=[0.0], metavar="SECONDS",
-                        help="test-time adaptation of the model on each reference for SECONDS (0: none); "
-                             "several values run the model once per value (adapted runs skip ID crops)")
-    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
-                        help="stop each adaptation (each copy, when cross-fitted) after N steps; with a "
-                             "generous --adapt, runs repeat step for step whatever the speed or load")
+    parser.add_argument("--adapt", type=int, nargs="+", default=[0], metavar="STEPS",
+                        help="test-time adaptation of the model on each reference, STEPS per adapted copy "
+                             "(0: none); several values run the model once per value (adapted runs skip "
+                             "ID crops)")
     parser.add_argument("--instances", nargs="+", choices=HARNESS_INSTANCE_SOURCES,
                         default=list(HARNESS_INSTANCE_SOURCES),
                         help="instance answer(s) of the model to score, all from one pass: its instance "
@@ -252,9 +250,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibrate", action="store_true",
                         help="choose the model's scale and instance split rules on each reference "
                              "(sine_model.fitting.calibration: cross-validation between reference halves)")
-    parser.add_argument("--refine", type=float, nargs="+", default=[0.0], metavar="SECONDS",
+    parser.add_argument("--refine", type=int, nargs="+", default=[0], metavar="STEPS",
                         help="fit the full-resolution refiner (sine_model.fitting.refiner) on each "
-                             "reference for SECONDS (0: none); several values run the model once per value")
+                             "reference for STEPS (0: none); several values run the model once per value")
     parser.add_argument("--refine-ablation", action="store_true",
                         help="also run each refined model with a refiner that ignores the model's maps "
                              "(a pixel classifier on the same features: what the model adds)")
@@ -287,25 +285,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     model, default_pad = make_model(args.model, args.device)
     if model is not None:
         name = Path(args.model).stem if os.sep in args.model else args.model
-        for seconds in dict.fromkeys(args.adapt):
+        for adapt in dict.fromkeys(args.adapt):
             for refine in dict.fromkeys(args.refine):
                 extras = " + calibrate" if args.calibrate else ""
-                extras += f" + adapt {seconds:g} s" if seconds else ""
-                extras += f" ≤ {args.adapt_steps} steps" if seconds and args.adapt_steps else ""
-                extras += f" + refine {refine:g} s" if refine else ""
-                extras += " (adapted once, not per half)" if seconds and refine and args.no_cross_fit else ""
+                extras += f" + adapt {adapt} steps" if adapt else ""
+                extras += f" + refine {refine} steps" if refine else ""
+                extras += " (adapted once, not per half)" if adapt and refine and args.no_cross_fit else ""
                 runners.append(ModelRunner(model, f"SINE ({name}{extras})", pad=args.pad or default_pad,
-                                           scale=args.scale, device=args.device, adapt_seconds=seconds,
+                                           scale=args.scale, device=args.device, adapt_steps=adapt,
                                            instance_sources=args.instances, calibrate=args.calibrate,
-                                           refine_seconds=refine, cross_fit=not args.no_cross_fit,
-                                           colour_features=not args.no_colour_features,
-                                           adapt_max_steps=args.adapt_steps))
+                                           refine_steps=refine, cross_fit=not args.no_cross_fit,
+                                           colour_features=not args.no_colour_features))
         for refine in sorted({r for r in args.refine if r > 0})[-1:] if args.refine_ablation else []:
             # the refiner alone: the model's maps left out, so nothing to calibrate or adapt
-            runners.append(ModelRunner(model, f"refiner without model ({refine:g} s)",
+            runners.append(ModelRunner(model, f"refiner without model ({refine} steps)",
                                        pad=args.pad or default_pad, scale=args.scale, device=args.device,
                                        instance_sources=args.instances,
-                                       refine_seconds=refine, refine_with_model=False,
+                                       refine_steps=refine, refine_with_model=False,
                                        colour_features=not args.no_colour_features))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}
@@ -324,13 +320,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = summarise(records)
     meta = dict(date=datetime.date.today().isoformat(), machine=machine_description(args.device),
                 model=args.model, dsb_groups=dsb_groups,
-                adapt={r.name: dict(seconds=r.adapt_seconds, mean_steps=float(np.mean(r.adapt_steps)))
+                adapt={r.name: dict(steps=r.adapt_budget, mean_steps=float(np.mean(r.adapt_steps)))
                        for r in runners if getattr(r, "adapt_steps", None)},
+                stepped_aside={r.name: [s for s in r.stepped_aside if s]
+                               for r in runners if any(getattr(r, "stepped_aside", []))},
                 calibration={r.name: [dict(scale=c.scale, projection=c.project_inputs, f1=c.f1, folds=c.folds,
                                            steps={k: repr(v) for k, v in c.steps.items()})
                                       if c is not None else None for c in r.calibrations]
                              for r in runners if getattr(r, "calibrations", None)},
-                refine={r.name: dict(seconds=r.refine_seconds,
+                refine={r.name: dict(steps=r.refine_steps,
                                      mean_steps=float(np.mean([f.steps for f in fits])),
                                      held_out=sum(f.held_out for f in fits),
                                      whole=sum(not f.held_out for f in fits))

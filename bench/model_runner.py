@@ -25,10 +25,10 @@ class ModelRunner:
     """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
 
     def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
-                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_seconds: float = 0.0,
+                 modes: Sequence[str] = ("id", "instance", "semantic"), adapt_steps: int = 0,
                  instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
-                 refine_seconds: float = 0.0, refine_with_model: bool = True, cross_fit: bool = True,
-                 colour_features: bool = True, adapt_max_steps: int | None = None) -> None:
+                 refine_steps: int = 0, refine_with_model: bool = True, cross_fit: bool = True,
+                 colour_features: bool = True) -> None:
         from sine_model.engine.propagator import Propagator
 
         self.name = name
@@ -41,22 +41,20 @@ class ModelRunner:
         self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
         self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
             if sources != (engine_source,) else {}
-        self.refine_seconds = float(refine_seconds)
+        self.refine_steps = int(refine_steps)
         self.refine_fits: list = []  # sine_model.postprocess.pixel_refiner.RefinerFit per reference
         self.refine_with_model = refine_with_model
         self.colour_features = colour_features  # the refiner's per-channel features of colour images
         self.cross_fit = cross_fit  # adapt per reference half when refining after adaptation
-        if self.refine_seconds > 0:  # the engine's instances come from the refined map
+        if self.refine_steps > 0:  # the engine's instances come from the refined map
             self.variants = {"[refined instances]": "instance",
                              "[components instances]": "instance@components"}
         self._floor: dict[int, int] = {}
         self.base_model = model
-        self.adapt_seconds = float(adapt_seconds)
-        self.adapt_steps: list[int] = []
-        # a step budget (per adapted copy) makes adapted runs repeatable: seconds give machine- and
-        # load-dependent step counts; with one, adapt_seconds only caps the time
-        self.adapt_max_steps = adapt_max_steps
-        self.id_crops = not self.adapt_seconds  # adapting once more per crop pair would double the time
+        self.adapt_budget = int(adapt_steps)  # steps per adapted copy (seeded: runs repeat)
+        self.adapt_steps: list[int] = []  # steps taken per reference (both copies when cross-fitted)
+        self.stepped_aside: list[dict[str, str]] = []  # per reference: stage -> why it did not run
+        self.id_crops = not self.adapt_budget  # adapting once more per crop pair would double the time
         self.calibrate = calibrate
         self.scale = float(scale)
         self.calibrations: list = []  # sine_model.fitting.calibration.Calibration per reference
@@ -66,13 +64,12 @@ class ModelRunner:
         # every reference adapts a fresh copy of the base model (never the previous reference's)
         self.propagator.model = self.base_model
         self.propagator.clear_calibration(self.scale)  # undo the previous reference's calibration
-        prepared = ReferencePreparation(
+        prepared = ReferencePreparation(  # stages that cannot work on a reference step aside
             self.propagator, [(image, labels)], classes, calibrate=self.calibrate,
-            adapt_seconds=self.adapt_seconds, refine_seconds=self.refine_seconds, cross_fit=self.cross_fit,
-            adapt_max_steps=self.adapt_max_steps, refine_with_model=self.refine_with_model,
-            colour_features=self.colour_features,
-            keep_defaults_if_uncalibratable=True,  # objects in one half only (a small crop): defaults
+            adapt_steps=self.adapt_budget, refine_steps=self.refine_steps, cross_fit=self.cross_fit,
+            refine_with_model=self.refine_with_model, colour_features=self.colour_features,
         ).run()
+        self.stepped_aside.append(dict(prepared.stepped_aside))
         if self.calibrate:
             self.calibrations.append(prepared.calibration)
         if prepared.adaptation is not None:

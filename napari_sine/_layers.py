@@ -171,11 +171,12 @@ class ProposalSink:
         self.done = 0
 
     def annotate(self, model_sha256: str | None, device: str, adaptation: dict[str, Any] | None = None,
-                 calibration: dict[str, Any] | None = None, refinement: dict[str, Any] | None = None) -> None:
-        """Record the weights hash, the device, the adaptation, calibration and refinement (known once the
-        model is loaded and the references are encoded)."""
+                 calibration: dict[str, Any] | None = None, refinement: dict[str, Any] | None = None,
+                 fitting: dict[str, Any] | None = None) -> None:
+        """Record the weights hash, the device, the adaptation, calibration and refinement, and the fitting
+        recipe with what ran and what stepped aside (known once the references are prepared)."""
         self.run_info = {"weights_sha256": model_sha256, "device": device, "adaptation": adaptation,
-                         "calibration": calibration, "refinement": refinement}
+                         "calibration": calibration, "refinement": refinement, "fitting": fitting}
         for layer in [*self.layers.values(), *self._built.values()]:
             self._apply_run_info(layer.metadata[SINE_KEY])
 
@@ -186,6 +187,7 @@ class ProposalSink:
             record["adaptation"] = self.run_info["adaptation"]
             record["calibration"] = self.run_info["calibration"]
             record["refinement"] = self.run_info["refinement"]
+            record["fitting"] = self.run_info["fitting"]
 
     def layer(self, target: Image, mode: str, restore_active: bool = True) -> Labels:
         """The proposal layer of ``mode`` for ``target``, made (or reset) and added now if need be.

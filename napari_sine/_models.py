@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sine_model import Preset
+    from sine_model import FittingRecipe, Preset
 
 __all__ = ["ModelChoice", "model_choice", "model_choices", "default_model", "available_devices",
            "registry_loaded", "read_registry"]
@@ -46,6 +46,8 @@ class ModelChoice:
         Short licence name of the weights.
     hint : str
         Install steps for a missing model; empty when installed.
+    recipe : FittingRecipe or None
+        The fitting stages a run does by default with this model (None: none).
     """
 
     name: str
@@ -55,6 +57,7 @@ class ModelChoice:
     official: bool
     licence: str
     hint: str
+    recipe: FittingRecipe | None = None
 
     @property
     def label(self) -> str:
@@ -80,6 +83,7 @@ def model_choice(preset: Preset) -> ModelChoice:
         official=preset.official,
         licence=preset.licence.name,
         hint="" if installed else install_steps(preset),
+        recipe=preset.recipe,
     )
 
 

@@ -92,12 +92,12 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
         args += [f"--threshold-{mode}", str(value)]
     if params["memory"]:
         args.append("--memory")
-    if params.get("calibrate"):
-        args.append("--calibrate")
-    if params.get("adapt_seconds"):
-        args += ["--adapt", f"{params['adapt_seconds']:g}"]
-    if params.get("refine_seconds"):
-        args += ["--refine", f"{params['refine_seconds']:g}"]
+    if params.get("calibrate") is not None:  # None: the preset's recipe, which the CLI runs too
+        args.append("--calibrate" if params["calibrate"] else "--no-calibrate")
+    for stage in ("adapt", "refine"):
+        steps = params.get(f"{stage}_steps")
+        if steps is not None:
+            args += [f"--{stage}", str(steps)] if steps else [f"--no-{stage}"]
     if params.get("channel_axis") is not None:
         args += ["--channel-axis", str(params["channel_axis"])]
     if params["classes"]:

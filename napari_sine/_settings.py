@@ -51,16 +51,18 @@ class WidgetSettings:
         Review filter: proposals below it are hidden and not accepted.
     accept_scope : str
         ``all`` targets or the ``current`` one.
+    recipe : bool
+        Fit on the references as the model's preset recipe says (the four below are then ignored).
     calibrate : bool
         Choose the scale and instance split on the references before propagating.
     adapt : bool
         Test-time adaptation before propagating.
-    adapt_seconds : float
-        Its time budget.
+    adapt_steps : int
+        Its budget in steps.
     refine : bool
         Fit the full-resolution refiner on the references before propagating.
-    refine_seconds : float
-        Its training budget.
+    refine_steps : int
+        Its training budget in steps.
     """
 
     model: str = ""
@@ -71,11 +73,12 @@ class WidgetSettings:
     memory: bool = False
     min_score: float = 0.0
     accept_scope: str = "all"
+    recipe: bool = True
     calibrate: bool = False
     adapt: bool = False
-    adapt_seconds: float = 30.0
+    adapt_steps: int = 80
     refine: bool = False
-    refine_seconds: float = 15.0
+    refine_steps: int = 400
 
     @classmethod
     def load(cls, path: Path | None = None) -> WidgetSettings:
@@ -95,6 +98,8 @@ class WidgetSettings:
                 ok = isinstance(value, bool)
             elif isinstance(default, float):
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
             elif isinstance(default, list):
                 ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
             else:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # the model code (torch) is imported by the worker thread, when a run loads the model
-    from sine_model import Propagator, ReferencePreparation, TargetResult
+    from sine_model import Propagator, TargetResult
 
 __all__ = ["RunRequest", "Status", "Started", "ModelHolder", "RunFailed", "propagation_steps"]
 
@@ -69,15 +69,18 @@ class RunRequest:
         Autocast precision (``auto``, ``fp32``, ``bf16``, ``fp16``).
     batch_size : int
         Tiles per model call.
-    adapt_seconds : float
-        Test-time adaptation budget (0 = none): the neck and decoder of a copy of the model are
-        fine-tuned on the references first (:func:`sine_model.fitting.adaptation.adapt_propagator`).
-    calibrate : bool
+    calibrate : bool or None
         Choose the scale and the instance split rules on the references first
         (:func:`sine_model.fitting.calibration.calibrate`; the chosen scale replaces ``scale``).
-    refine_seconds : float
-        Training budget of the full-resolution refiner (0 = none), fitted on the references after any
+    adapt_steps : int or None
+        Test-time adaptation steps (0 = none): the neck and decoder of a copy of the model are
+        fine-tuned on the references first (:func:`sine_model.fitting.adaptation.adapt_propagator`).
+    refine_steps : int or None
+        Training steps of the full-resolution refiner (0 = none), fitted on the references after any
         adaptation (:func:`sine_model.fitting.refiner.fit_refiner`).
+
+    ``None`` for any of the last three: what the preset's fitting recipe says
+    (:class:`sine_model.FittingRecipe`).
     """
 
     preset: str
@@ -92,9 +95,9 @@ class RunRequest:
     channel_axis: int | None = None
     precision: str = "auto"
     batch_size: int = 1
-    adapt_seconds: float = 0.0
-    calibrate: bool = False
-    refine_seconds: float = 0.0
+    calibrate: bool | None = None
+    adapt_steps: int | None = None
+    refine_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,13 +122,19 @@ class Started:
     weights_sha256 : str or None
         SHA-256 of the weights file used.
     adaptation : dict or None
-        Summary of the test-time adaptation (``seconds``, ``steps``, ``final_loss``), if any.
+        Summary of the test-time adaptation (``seconds``, ``steps``, ``final_loss``, ``cut_short``), if
+        it ran.
     calibration : dict or None
         What the calibration chose (``scale``, ``projection``, ``rules`` per class, held-out ``f1``,
-        ``folds``), if any.
+        ``folds``), if it ran.
     refinement : dict or None
-        How the refiner was fitted (``seconds``, ``steps``, ``pixels``, ``held_out``, ``final_loss``), if
-        it was.
+        How the refiner was fitted (``seconds``, ``steps``, ``pixels``, ``held_out``, ``final_loss``,
+        ``cut_short``), if it was.
+    fitting : dict or None
+        :meth:`ReferencePreparation.provenance`: the recipe that ran and, per stage asked for, what it
+        did or why it stepped aside.
+    notes : tuple of str
+        :meth:`ReferencePreparation.report`: one line per fitting stage.
     """
 
     total: int
@@ -135,6 +144,8 @@ class Started:
     adaptation: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     refinement: dict[str, Any] | None = None
+    fitting: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -211,31 +222,17 @@ def propagation_steps(holder: ModelHolder, request: RunRequest) -> Iterator[Stat
 
         propagator = holder.get(request)
         preparation = ReferencePreparation(propagator, request.pairs, request.classes,
-                                           calibrate=request.calibrate, adapt_seconds=request.adapt_seconds,
-                                           refine_seconds=request.refine_seconds)
+                                           calibrate=request.calibrate, adapt_steps=request.adapt_steps,
+                                           refine_steps=request.refine_steps)
         for message in preparation.stages():  # checks the references before any adaptation
             yield Status(message)
-        calibration, adaptation, refinement = _provenance(preparation)
+        fitting = preparation.provenance()
+        stages = {name: record for name, record in fitting.items() if isinstance(record, dict)
+                  and record.pop("ran", False)}  # stages that stepped aside stay in `fitting` only
         total = propagator.validate_targets(list(request.targets), None, check_values=False)
-        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, adaptation, calibration,
-                      refinement)
+        yield Started(total, str(propagator.device), propagator.pad, holder.sha256, stages.get("adapt"),
+                      stages.get("calibrate"), stages.get("refine"), preparation.provenance(),
+                      tuple(preparation.report()))
         yield from propagator.propagate(list(request.targets), request.modes, memory=request.memory)
     except Exception as error:
         raise RunFailed(error) from error
-
-
-def _provenance(preparation: ReferencePreparation) -> tuple[dict | None, dict | None, dict | None]:
-    """What calibration, adaptation and the refiner did, as JSON-ready dicts (``None``: not run)."""
-    calibration = adaptation = refinement = None
-    if (chosen := preparation.calibration) is not None:
-        calibration = {"scale": chosen.scale, "projection": chosen.project_inputs,
-                       "f1": round(chosen.f1, 4), "folds": chosen.folds,
-                       "rules": {str(c): s.describe() for c, s in sorted(chosen.steps.items())}}
-    if (result := preparation.adaptation) is not None:
-        adaptation = {"seconds": round(result.seconds, 2), "steps": result.steps,
-                      "final_loss": round(result.losses[-1], 6) if result.losses else None,
-                      "per_reference_half": preparation.fold_models is not None}
-    if (fit := preparation.refinement) is not None:
-        refinement = {"seconds": round(fit.seconds, 2), "steps": fit.steps, "pixels": fit.pixels,
-                      "held_out": fit.held_out, "final_loss": round(fit.loss, 6)}
-    return calibration, adaptation, refinement

@@ -1,5 +1,6 @@
-"""The Model section: modes, model, device; folded under "advanced": threshold, scale, memory,
-calibration, adaptation, refinement.
+"""The Model section: modes, model, device and the fitting line (what runs on the references before the
+first proposal: the model's recipe, or the user's choice); folded under "advanced": threshold, scale,
+memory, and the fitting stages one by one (calibration, adaptation, refinement, budgets in steps).
 
 The model list and the devices come from ``sine_model``'s registry, whose first reading imports torch
 (seconds). When that has not happened yet in this process, they are read in a worker thread after the
@@ -24,6 +25,8 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -93,6 +96,17 @@ class OptionsPanel(QGroupBox):
                               "objects or speed, above 1 for small objects")
         self.memory = QCheckBox("time-lapse memory (ID)")
         self.memory.setToolTip("for one stack in time order: earlier predicted frames help the ID mode")
+        self.recipe = QCheckBox("the model's recipe")
+        self.recipe.setChecked(True)
+        self.recipe.setToolTip("fit on the references as the model's preset recipe says (chosen on the "
+                               "evaluation sets, docs/quality.md); untick to choose the stages below")
+        self.fitting_line = QLabel("")
+        self.fitting_line.setWordWrap(True)
+        self.fitting_line.setToolTip("what runs on the references before the first proposal; budgets are "
+                                     "steps, so the same inputs give the same proposals on any machine. "
+                                     "The embedded model's recipe (calibrate + refine 400 steps) took about "
+                                     "40 s on a 520×696 reference on 2 idle CPU cores, and 10 minutes on a "
+                                     "busy one (docs/quality.md, Default recipe)")
         self.calibrate = QCheckBox("calibrate on the references")
         self.calibrate.setToolTip("before propagating, choose the scale (instead of the one above) and how "
                                   "touching objects are split, by predicting each half of a reference from "
@@ -102,16 +116,16 @@ class OptionsPanel(QGroupBox):
                               "on your references (the encoder stays frozen; the model on disk is not "
                               "changed; with refinement, one copy per half of each reference, averaged). "
                               "Cancel takes effect once the adaptation is over")
-        self.adapt_seconds = _seconds_box("time budget of the adaptation")
+        self.adapt_steps = _steps_box("steps of the adaptation (per copy)")
         self.refine = QCheckBox("refine at full resolution")
         self.refine.setToolTip("before propagating, train a small pixel classifier on your references that "
                                "decides every pixel again from the model's maps and image features (edges, "
                                "texture) and marks object borders, so thin gaps and touching objects come "
                                "apart")
-        self.refine_seconds = _seconds_box("time budget of the refiner's training")
+        self.refine_steps = _steps_box("training steps of the refiner")
         self.advanced = CollapsibleSection("advanced options")
-        self.advanced.button.setToolTip("score threshold, scale, time-lapse memory, calibration, test-time "
-                                        "adaptation and refinement (unfolded when one of them is on)")
+        self.advanced.button.setToolTip("score threshold, scale, time-lapse memory, and the fitting stages "
+                                        "one by one (unfolded when one of them differs from the defaults)")
         self._build_layout()
         self._choices: list[ModelChoice] = []
         self.loading = False  # the model list is being read in a worker thread
@@ -131,10 +145,16 @@ class OptionsPanel(QGroupBox):
         self.scale.valueChanged.connect(on_change)
         self.memory.toggled.connect(on_change)
         self.calibrate.toggled.connect(on_change)
-        for box, seconds in ((self.adapt, self.adapt_seconds), (self.refine, self.refine_seconds)):
+        for box, steps in ((self.adapt, self.adapt_steps), (self.refine, self.refine_steps)):
             box.toggled.connect(on_change)
-            box.toggled.connect(seconds.setEnabled)
-            seconds.valueChanged.connect(on_change)
+            box.toggled.connect(lambda _=False: self._show_fitting())
+            steps.valueChanged.connect(on_change)
+            steps.valueChanged.connect(lambda _=0: self._show_fitting())
+        self.calibrate.toggled.connect(lambda _=False: self._show_fitting())
+        self.recipe.toggled.connect(on_change)
+        self.recipe.toggled.connect(lambda _=False: self._show_fitting())
+        self.model.currentIndexChanged.connect(lambda _=0: self._show_fitting())
+        self._show_fitting()
 
     def _build_layout(self) -> None:
         modes_row = QHBoxLayout()
@@ -148,14 +168,18 @@ class OptionsPanel(QGroupBox):
         form.addRow("modes", modes_row)
         form.addRow("model", model_row)
         form.addRow("device", self.device)
+        fitting_row = QHBoxLayout()
+        fitting_row.addWidget(self.recipe)
+        fitting_row.addWidget(self.fitting_line, 1)
+        form.addRow("fitting", fitting_row)
         advanced = narrow_form(self.advanced.content)
         advanced.setContentsMargins(12, 0, 0, 0)
         advanced.addRow("score threshold", self.threshold)
         advanced.addRow("scale", self.scale)
         advanced.addRow(self.memory)
         advanced.addRow(self.calibrate)
-        advanced.addRow(self.adapt, self.adapt_seconds)
-        advanced.addRow(self.refine, self.refine_seconds)
+        advanced.addRow(self.adapt, self.adapt_steps)
+        advanced.addRow(self.refine, self.refine_steps)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
@@ -248,6 +272,7 @@ class OptionsPanel(QGroupBox):
         if pick:
             self.model.setCurrentIndex(names.index(pick))
         self.model.blockSignals(False)
+        self._show_fitting()
 
     def model_name(self) -> str:
         return str(self.model.currentData() or "")
@@ -274,13 +299,55 @@ class OptionsPanel(QGroupBox):
             raise InputError("no mode chosen: tick ID, instance and/or semantic")
         return modes
 
-    def adapt_budget(self) -> float:
-        """Seconds of test-time adaptation (0 when it is off)."""
-        return float(self.adapt_seconds.value()) if self.adapt.isChecked() else 0.0
+    def model_recipe(self) -> Any:
+        """The chosen model's :class:`~sine_model.FittingRecipe` (None while the list loads or for none)."""
+        name = self.model_name()
+        choice = next((c for c in self._choices if c.name == name), None)
+        return None if choice is None else choice.recipe
 
-    def refine_budget(self) -> float:
-        """Seconds of the refiner's training (0 when refinement is off)."""
-        return float(self.refine_seconds.value()) if self.refine.isChecked() else 0.0
+    def fitting_choice(self) -> tuple[bool | None, int | None, int | None]:
+        """``(calibrate, adapt_steps, refine_steps)`` for the run: all None to follow the model's recipe,
+        else the ticked stages (0 steps: off)."""
+        if self.recipe.isChecked():
+            return None, None, None
+        return (self.calibrate.isChecked(),
+                int(self.adapt_steps.value()) if self.adapt.isChecked() else 0,
+                int(self.refine_steps.value()) if self.refine.isChecked() else 0)
+
+    def fitting_text(self) -> str:
+        """What runs on the references before the first proposal, in words."""
+        calibrate, adapt, refine = self.fitting_choice()
+        if calibrate is None:
+            recipe = self.model_recipe()
+            if recipe is None:
+                return "the model's recipe (shown once the model list is read)"
+            calibrate, adapt, refine = recipe.calibrate, recipe.adapt_steps, recipe.refine_steps
+        parts = ["calibrate"] if calibrate else []
+        parts += [f"adapt {adapt} steps"] if adapt else []
+        parts += [f"refine {refine} steps"] if refine else []
+        return ("runs first: " + " + ".join(parts)) if parts else "no fitting: the model alone"
+
+    def _show_fitting(self) -> None:
+        """Mirror the recipe in the stage controls while it is followed, and say what will run."""
+        following = self.recipe.isChecked()
+        recipe = self.model_recipe()
+        if following and recipe is not None:
+            for box, on in ((self.calibrate, recipe.calibrate), (self.adapt, recipe.adapt_steps > 0),
+                            (self.refine, recipe.refine_steps > 0)):
+                box.blockSignals(True)
+                box.setChecked(on)
+                box.blockSignals(False)
+            budgets = ((self.adapt_steps, recipe.adapt_steps), (self.refine_steps, recipe.refine_steps))
+            for box, steps in budgets:
+                if steps:
+                    box.blockSignals(True)
+                    box.setValue(steps)
+                    box.blockSignals(False)
+        for box in (self.calibrate, self.adapt, self.refine):
+            box.setEnabled(not following)
+        self.adapt_steps.setEnabled(not following and self.adapt.isChecked())
+        self.refine_steps.setEnabled(not following and self.refine.isChecked())
+        self.fitting_line.setText(self.fitting_text())
 
     def thresholds(self) -> dict[str, float]:
         value = round(self.threshold.value(), 4)
@@ -297,14 +364,15 @@ class OptionsPanel(QGroupBox):
         self.threshold.setValue(settings.threshold)
         self.scale.setValue(settings.scale)
         self.memory.setChecked(settings.memory)
-        self.calibrate.setChecked(settings.calibrate)
-        self.adapt_seconds.setValue(settings.adapt_seconds)
-        self.adapt.setChecked(settings.adapt)
-        self.adapt_seconds.setEnabled(settings.adapt)
-        self.refine_seconds.setValue(settings.refine_seconds)
-        self.refine.setChecked(settings.refine)
-        self.refine_seconds.setEnabled(settings.refine)
-        if settings.memory or settings.calibrate or settings.adapt or settings.refine:
+        self.recipe.setChecked(settings.recipe)
+        if not settings.recipe:  # the user's own stages (while the recipe is followed, it shows the recipe)
+            self.calibrate.setChecked(settings.calibrate)
+            self.adapt_steps.setValue(settings.adapt_steps)
+            self.adapt.setChecked(settings.adapt)
+            self.refine_steps.setValue(settings.refine_steps)
+            self.refine.setChecked(settings.refine)
+        self._show_fitting()
+        if settings.memory or not settings.recipe:
             self.advanced.set_expanded(True)  # options that change the result stay in sight
 
     def settings_into(self, settings: WidgetSettings) -> None:
@@ -315,18 +383,19 @@ class OptionsPanel(QGroupBox):
         settings.threshold = round(self.threshold.value(), 4)
         settings.scale = round(self.scale.value(), 4)
         settings.memory = self.memory.isChecked()
+        settings.recipe = self.recipe.isChecked()
         settings.calibrate = self.calibrate.isChecked()
         settings.adapt = self.adapt.isChecked()
-        settings.adapt_seconds = float(self.adapt_seconds.value())
+        settings.adapt_steps = int(self.adapt_steps.value())
         settings.refine = self.refine.isChecked()
-        settings.refine_seconds = float(self.refine_seconds.value())
+        settings.refine_steps = int(self.refine_steps.value())
 
 
-def _seconds_box(tooltip: str) -> QDoubleSpinBox:
-    """A time budget in whole seconds, 1 to 600."""
-    box = QDoubleSpinBox()
-    box.setRange(1.0, 600.0)
-    box.setDecimals(0)
-    box.setSuffix(" s")
+def _steps_box(tooltip: str) -> QSpinBox:
+    """A budget in optimiser steps, 1 to 10,000."""
+    box = QSpinBox()
+    box.setRange(1, 10_000)
+    box.setSingleStep(10)
+    box.setSuffix(" steps")
     box.setToolTip(tooltip)
     return box

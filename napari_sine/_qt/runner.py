@@ -68,9 +68,9 @@ def run_records(references: Sequence[ReferenceChoice], pairs: Sequence[tuple[np.
         "classes": {str(k): int(v) for k, v in (request.classes or {}).items()},
         "batch_size": request.batch_size,
         "channel_axis": request.channel_axis,
-        "adapt_seconds": request.adapt_seconds,
-        "calibrate": request.calibrate,
-        "refine_seconds": request.refine_seconds,
+        "calibrate": request.calibrate,  # None: the preset's recipe (the record's "fitting" says what ran)
+        "adapt_steps": request.adapt_steps,
+        "refine_steps": request.refine_steps,
     }
     base = {
         "created": now(),
@@ -244,8 +244,10 @@ class RunController:
         elif isinstance(item, Started):
             self._total = item.total
             sink.annotate(item.weights_sha256, item.device, item.adaptation, item.calibration,
-                          item.refinement)
-            self._status(f"propagating to {item.total} target(s) on {item.device}")
+                          item.refinement, item.fitting)
+            aside = [note for note in item.notes if "stepped aside" in note]
+            self._status(f"propagating to {item.total} target(s) on {item.device}"
+                         + "".join(f"; {note}" for note in aside))
             if self._progress is not None:
                 self._progress.set_description("SINE: propagating")
 

@@ -188,8 +188,8 @@ class SineWidget(QWidget):
             preset=choice.name, device=self.options.device.currentText(), modes=modes,
             thresholds=self.options.thresholds(), scale=round(self.options.scale.value(), 4), memory=memory,
             pairs=pairs, classes=classes, targets=[plane_view(p) for p in planes], channel_axis=channel_axis,
-            adapt_seconds=self.options.adapt_budget(), calibrate=self.options.calibrate.isChecked(),
-            refine_seconds=self.options.refine_budget(),
+            **dict(zip(("calibrate", "adapt_steps", "refine_steps"), self.options.fitting_choice(),
+                       strict=True)),
         )
         records = run_records(references, pairs, planes, request, self.runner.versions)
         max_label = max(int(labels.max()) for _, labels in pairs)

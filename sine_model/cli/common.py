@@ -18,8 +18,8 @@ from sine_model.modes import parse_classes, parse_modes
 
 __all__ = [
     "EXIT_OK", "EXIT_USAGE", "EXIT_INTERRUPTED", "CliError", "InterruptGuard", "check_out_dir",
-    "check_seconds", "classes_type", "load_model", "modes_type", "package_version", "preparation_report",
-    "prepare_references", "cli_message",
+    "add_recipe_options", "classes_type", "load_model", "modes_type", "package_version",
+    "preparation_report", "prepare_references", "steps_type", "cli_message",
 ]
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -134,45 +134,51 @@ def check_out_dir(out: Path, modes: Sequence[str], overwrite: bool) -> None:
     result_writer.check_output_dir(out, modes, overwrite, flag="--out")
 
 
-def check_seconds(seconds: float | None, option: str = "--adapt") -> None:
-    """``option`` (``--adapt``, ``--refine``) is absent or a positive number of seconds."""
-    if seconds is not None and seconds <= 0:
-        raise CliError(f"{option} needs a positive number of seconds, got {seconds}")
+def steps_type(text: str) -> int:
+    """argparse type of ``--adapt`` / ``--refine``: a positive number of optimiser steps."""
+    try:
+        steps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a whole number of steps, got {text!r}") from None
+    if steps <= 0:
+        raise argparse.ArgumentTypeError(f"needs a positive number of steps, got {steps} (--no-adapt / "
+                                         "--no-refine turn the stage off)")
+    return steps
 
 
-def prepare_references(propagator: Any, pairs: list, classes: dict[int, int] | None, *, calibrate: bool,
-                       adapt: float | None, refine: float | None) -> None:
-    """Set the references, calibrate, adapt and fit the refiner as asked, and say what each did (stderr).
+def add_recipe_options(add: Any, what: str = "the references") -> None:
+    """The options that change the preset's fitting recipe (``add``: a parser's ``add_argument``)."""
+    add("--calibrate", action="store_true", default=None,
+        help=f"choose the scale and how touching objects are split on {what} (cross-validation between "
+             "halves; default: the preset's recipe)")
+    add("--no-calibrate", dest="calibrate", action="store_false", help="do not calibrate")
+    add("--adapt", type=steps_type, metavar="STEPS",
+        help=f"fine-tune neck + decoder on crop pairs of {what} for STEPS steps per copy first "
+             "(default: the preset's recipe)")
+    add("--no-adapt", dest="adapt", action="store_const", const=0, help="do not adapt")
+    add("--refine", type=steps_type, metavar="STEPS",
+        help="decide every pixel again at full resolution with a small classifier of the model's maps and "
+             f"image features, trained on {what} for STEPS steps (default: the preset's recipe)")
+    add("--no-refine", dest="refine", action="store_const", const=0, help="no full-resolution refiner")
+
+
+def prepare_references(propagator: Any, pairs: list, classes: dict[int, int] | None, *,
+                       calibrate: bool | None, adapt: int | None, refine: int | None) -> None:
+    """Set the references and run the preset's fitting recipe, with the options' changes (None: the
+    recipe's), and say what each stage did or why it stepped aside (stderr).
 
     The order and the cross-fitting rule are :class:`~sine_model.fitting.preparation.ReferencePreparation`'s.
     """
     from sine_model.fitting.preparation import ReferencePreparation
 
-    # a PropagationError (a ValueError) from any stage names the fix
-    prepared = ReferencePreparation(propagator, pairs, classes, calibrate=calibrate,
-                                    adapt_seconds=adapt or 0.0, refine_seconds=refine or 0.0).run()
+    prepared = ReferencePreparation(propagator, pairs, classes, calibrate=calibrate, adapt_steps=adapt,
+                                    refine_steps=refine)
+    print(f"fitting recipe: {prepared.recipe.describe()}", file=sys.stderr)
+    prepared.run()
     for line in preparation_report(prepared):
         print(line, file=sys.stderr)
 
 
 def preparation_report(prepared: Any) -> list[str]:
-    """One line per stage that ran: what calibration chose, how adaptation and the refiner went."""
-    lines = []
-    if prepared.calibration is not None:
-        result = prepared.calibration
-        rules = ", ".join(f"class {c}: {s.describe()}" for c, s in sorted(result.steps.items()))
-        projection = ", reference projection" if result.project_inputs else ""
-        lines.append(f"calibrated on the references in {prepared.seconds['calibrate']:.1f} s: scale "
-                     f"{result.scale:g}{projection}, {rules} (held-out instance F1 {result.f1:.3f} over "
-                     f"{result.folds} folds)")
-    if prepared.adaptation is not None:
-        halves = " (one copy per reference half, averaged)" if prepared.fold_models else ""
-        lines.append(f"adapted neck + decoder{halves}: {prepared.adaptation.steps} steps in "
-                     f"{prepared.adaptation.seconds:.1f} s")
-    if prepared.refinement is not None:
-        fit = prepared.refinement
-        source = "halves predicted from each other" if fit.held_out else \
-            "references predicted from themselves"
-        lines.append(f"refiner fitted on the references in {prepared.seconds['refine']:.1f} s: {fit.steps} "
-                     f"steps on {fit.pixels} pixels ({source}), loss {fit.loss:.3f}")
-    return lines
+    """One line per stage that was asked for: what it did, or why it stepped aside."""
+    return prepared.report()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from sine_model.cli import common
-from sine_model.cli.common import check_out_dir, check_seconds, prepare_references
+from sine_model.cli.common import add_recipe_options, check_out_dir, prepare_references
 from sine_model.modes import INSTANCE_SOURCES, MODES
 
 __all__ = ["add_demo_command", "cmd_demo"]
@@ -35,8 +35,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sine_model.sample_data import load_sample
 
     check_out_dir(args.out, MODES, args.overwrite)
-    check_seconds(args.adapt)
-    check_seconds(args.refine, "--refine")
     name = args.model or default_preset()
     model = common.load_model(args)  # through the module: one place to swap it
     sample = load_sample()
@@ -45,8 +43,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             instance_source=args.instances)
     print(f"model {name} on {propagator.device}; reference: bundled 'reference' "
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
+    fit_start = time.perf_counter()
     prepare_references(propagator, pairs, None, calibrate=args.calibrate, adapt=args.adapt,
-                           refine=args.refine)
+                       refine=args.refine)
+    print(f"fitting on the reference took {time.perf_counter() - fit_start:.1f} s")
     writer = result_writer.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
     header = (f"{'target':<10} {'truth':>5} {'instances':>9} {'F1@0.5':>7} {'ID objs':>7} "
               f"{'semantic IoU':>12} {'seconds':>7}")
@@ -74,8 +74,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 DEMO_EXAMPLES = """\
 examples:
   napari-sine demo                              # writes demo_output/, prints counts and scores
-  napari-sine demo --adapt 60 --out demo_adapted --overwrite
-  napari-sine demo --calibrate --adapt 60 --refine 15 --out demo_refined --overwrite
+  napari-sine demo --no-calibrate --no-refine --out demo_model_only --overwrite
+  napari-sine demo --adapt 80 --out demo_adapted --overwrite
 """
 
 
@@ -98,12 +98,5 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", choices=INSTANCE_SOURCES, default=None,
                    help="instance answer from SINE's instance queries or the components of the semantic "
                         "answer (default: the model's)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="choose the scale and how instances are split on the reference itself "
-                        "(cross-validation between its halves)")
-    p.add_argument("--adapt", type=float, metavar="SECONDS",
-                   help="fine-tune neck + decoder on the reference for at most SECONDS first")
-    p.add_argument("--refine", type=float, metavar="SECONDS",
-                   help="refine the answers at full resolution with a classifier of the model's maps and "
-                        "image features, trained on the reference for at most SECONDS")
+    add_recipe_options(p.add_argument, "the reference")
     p.set_defaults(handler=cmd_demo)

@@ -20,8 +20,8 @@ from sine_model.cli.common import (
     EXIT_OK,
     CliError,
     InterruptGuard,
+    add_recipe_options,
     check_out_dir,
-    check_seconds,
     classes_type,
     modes_type,
     prepare_references,
@@ -36,6 +36,11 @@ examples:
       --stack-axis 0 --out results/
   napari-sine propagate --ref a.png --ref-labels a_labels.png --ref b.png --ref-labels b_labels.png \\
       --targets img1.png img2.png --modes id,semantic --classes 1:1,2:1,3:2 --out results/ --overwrite
+  napari-sine propagate ... --no-refine --no-calibrate     # the model alone, no fitting on the references
+
+fitting: the model's preset has a default recipe (for the embedded model: calibrate + refine 400 steps,
+chosen on the evaluation sets, docs/quality.md); --calibrate/--adapt/--refine change it, --no-... turn a
+stage off. Budgets are steps, so the same inputs give the same proposals on any machine.
 
 outputs in --out: labels_<mode>.tif (uint32 stack, one page per target, in order), or
 labels_<mode>.zarr for stacks over 2 GiB (or --format zarr), or labels_<mode>/NNNNN.tif when the
@@ -85,15 +90,7 @@ def add_propagate_command(subparsers: Any) -> None:
              "(default: the model's; the embedded model uses semantic)")
     add("--batch-size", type=int, default=1, help="tiles per model call")
     add("--memory", action="store_true", help="time-lapse: earlier frames help the ID mode")
-    add("--calibrate", action="store_true",
-        help="choose the scale (overrides --scale) and how instances are split on the references "
-             "themselves, by cross-validation between their halves (sine_model.fitting.calibration)")
-    add("--adapt", type=float, metavar="SECONDS",
-        help="fine-tune neck + decoder on crop pairs of the references for at most SECONDS first")
-    add("--refine", type=float, metavar="SECONDS",
-        help="decide every pixel again at full resolution with a small classifier of the model's maps "
-             "and image features, trained on the references for at most SECONDS "
-             "(sine_model.fitting.refiner)")
+    add_recipe_options(add)
     for mode in MODES:
         add(f"--threshold-{mode}", type=float, metavar="X", help=f"score threshold of the {mode} mode")
     add("--channel-axis", type=int, metavar="N", help="channel axis of multichannel images")
@@ -141,8 +138,6 @@ def _propagate_command(args: argparse.Namespace) -> int:
 
         return run_resumable(args, _prepared_propagator)
     check_out_dir(args.out, args.modes, args.overwrite)
-    check_seconds(args.adapt)
-    check_seconds(args.refine, "--refine")
     if args.format == "zarr" and not io.zarr_available():
         raise CliError("--format zarr needs the 'zarr' package: pip install zarr")
     pairs = [(io.read_image(i), io.read_image(lab)) for i, lab in zip(args.ref, args.ref_labels, strict=True)]

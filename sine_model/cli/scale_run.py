@@ -19,7 +19,6 @@ from sine_model.cli.common import (
     EXIT_OK,
     CliError,
     InterruptGuard,
-    check_seconds,
     package_version,
 )
 
@@ -44,8 +43,6 @@ def _check(args: argparse.Namespace) -> None:
     if args.scheduler and args.adapt:
         raise CliError("--adapt changes the model's weights, and workers load the weights from their file: "
                        "--adapt cannot be combined with --scheduler (yet)")
-    check_seconds(args.adapt)
-    check_seconds(args.refine, "--refine")
     if not ome_zarr_available():
         raise CliError("--format ome-zarr and --scheduler need zarr and ome-zarr: "
                        "pip install 'napari-sine[scale]'")
@@ -67,7 +64,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "references": [{"image": _file_hash(i), "labels": _file_hash(lab)}
                        for i, lab in zip(args.ref, args.ref_labels, strict=True)],
         "classes": None if args.classes is None else {str(k): v for k, v in sorted(args.classes.items())},
-        "calibrate": bool(args.calibrate), "adapt": args.adapt, "refine": args.refine,
+        "calibrate": args.calibrate, "adapt": args.adapt, "refine": args.refine,
         "device": args.device, "precision": args.precision, "cli_version": package_version(),
     }
 

@@ -58,6 +58,8 @@ class AdaptResult:
         Cross-fitted adaptation (:func:`adapt_propagator` with ``cross_fit``): for each fold of
         :func:`~sine_model.fitting.folds.reference_folds`, the model adapted without its held-out half;
         ``model`` is then their weight average. None otherwise.
+    cut_short : bool
+        The wall-clock cap stopped it before its ``max_steps`` (the result then depends on the machine).
     """
 
     model: SINE
@@ -67,6 +69,7 @@ class AdaptResult:
     trained_parameters: int = 0
     encoder_changed: bool = False
     fold_models: list[SINE] | None = None
+    cut_short: bool = False
 
 
 def trainable_for_adaptation(model: SINE, train_encoder: bool = False) -> list[nn.Parameter]:
@@ -98,6 +101,16 @@ def _items(
             class_of = {int(k): int(v) for k, v in classes.items()}
         items.append(PairItem(image, labels, class_of, channel_axis=channel_axis, name=f"reference {index}"))
     return items
+
+
+def _min_area(items: Sequence[PairItem], smallest_scale: float) -> int:
+    """Fragment floor of the training views: 8 pixels, lowered for references whose objects are tiny
+    (a quarter of the median object area at the smallest drawn scale, at least 1), so that they stay."""
+    areas = np.concatenate([np.unique(labels[labels != 0], return_counts=True)[1]
+                            for labels in (np.asarray(item.labels) for item in items)])
+    if not areas.size:
+        return 8
+    return int(np.clip(0.25 * float(np.median(areas)) * smallest_scale ** 2, 1, 8))
 
 
 def _versions(module: nn.Module) -> list[int]:
@@ -136,12 +149,12 @@ def adapt(
         Reference images (2-D, or 3-D with channels) and their instance label images (0 = background);
         :class:`~sine_model.training.pairs.PairItem` objects are accepted too.
     seconds : float
-        Wall-clock budget of the whole call (> 0). A step is not started when the mean step time says
-        it would end after the budget; at least one step is always taken.
+        Wall-clock budget of the whole call (> 0); with ``max_steps``, a safety cap only. A step is not
+        started when the mean step time says it would end after it; at least one step is always taken.
     classes : mapping, optional
         Label value → class id, as for :meth:`Propagator.set_references` (default: all class 1).
     max_steps : int, optional
-        Also stop after this many steps.
+        Stop after this many steps: the budget that makes a run repeat on any machine (seeded).
     inplace : bool
         Adapt ``model`` itself. False (default): adapt a deep copy and leave ``model`` untouched.
     pad : int
@@ -188,7 +201,11 @@ def adapt(
         raise ValueError("episodes_per_step and max_steps must be >= 1")
     items = _items(pairs, classes, channel_axis)
     augment = AugmentConfig(out_size=pad, scale_range=(scale / scale_jitter, scale * scale_jitter))
-    sampler = PairSampler([items], PairConfig(pad=pad, augment=augment, crop_prob=crop_prob), seed=seed)
+    # views centred on objects half of the time, and a fragment floor sized by the objects: small sparse
+    # objects in a large frame would otherwise rarely fall in a crop, or be dropped from it
+    pair_config = PairConfig(pad=pad, augment=augment, crop_prob=crop_prob, focus_prob=0.5,
+                             min_area=_min_area(items, scale / scale_jitter))
+    sampler = PairSampler([items], pair_config, seed=seed)
 
     target = model if inplace else copy.deepcopy(model)
     if device is not None:
@@ -235,6 +252,7 @@ def adapt(
         losses=losses,
         trained_parameters=sum(p.numel() for p in trainable),
         encoder_changed=_versions(target.image_encoder.encoder) != encoder_versions,
+        cut_short=max_steps is not None and len(losses) < max_steps,
     )
 
 
@@ -281,6 +299,7 @@ def _cross_fit(model: SINE, training_pairs: Sequence[Any], seconds: float, class
         trained_parameters=results[0].trained_parameters,
         encoder_changed=any(r.encoder_changed for r in results),
         fold_models=[results[k % 2].model for k in range(n_folds)],  # the order of reference_folds
+        cut_short=any(r.cut_short for r in results),
     )
 
 

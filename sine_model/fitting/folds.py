@@ -11,16 +11,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["reference_folds"]
+__all__ = ["MIN_HALF_SIDE", "reference_folds"]
+
+#: Halves narrower than this (pixels, across the cut) are not made: the model would see a sliver.
+MIN_HALF_SIDE = 16
 
 
 def reference_folds(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-                    channel_axis: int | None = None) -> list[tuple[tuple, tuple]]:
+                    channel_axis: int | None = None,
+                    min_side: int = MIN_HALF_SIDE) -> list[tuple[tuple, tuple]]:
     """Both (reference half, held-out half) folds of every reference whose halves both hold objects.
 
     Each image is cut at the middle across its longer side, or across the other side when one of those
-    halves has no objects; objects crossing the cut are split with it. ``channel_axis`` names the
-    channel axis of 3-D images (default: the last).
+    halves has no objects; objects crossing the cut are split with it. A side shorter than
+    ``2 * min_side`` is never cut (the reference is too small to halve that way). ``channel_axis``
+    names the channel axis of 3-D images (default: the last).
     """
     folds = []
     for image, labels in pairs:
@@ -30,6 +35,8 @@ def reference_folds(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
             spatial = [a for a in range(3) if a != channels]
         longer = 0 if labels.shape[0] >= labels.shape[1] else 1
         for axis in (longer, 1 - longer):
+            if labels.shape[axis] < 2 * min_side:
+                continue
             cut = labels.shape[axis] // 2
             halves = []
             for part in (slice(0, cut), slice(cut, None)):

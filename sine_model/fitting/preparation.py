@@ -3,13 +3,19 @@
 The order matters and is the same for the CLI, the demo, the napari worker and the evaluation harness:
 
 1. :func:`~sine_model.fitting.calibration.calibrate` chooses the scale, the projection and the splitting
-rules on
-   the unadapted model (adaptation then trains on what the calibrated engine will see);
+   rules on the unadapted model (adaptation then trains on what the calibrated engine will see);
 2. :func:`~sine_model.fitting.adaptation.adapt_propagator` fine-tunes neck + decoder; when a refiner comes
    next it is cross-fitted (one copy per reference half), so that the refiner learns from answers on
    pixels the model did not train on, as its answers on targets will be;
 3. :func:`~sine_model.fitting.refiner.fit_refiner` trains the full-resolution refiner on the maps of the model
    it will be used with (reverting this order lowered the harness's mean instance F1: docs/quality.md).
+
+Which stages run and their budgets (optimiser steps, seeded) come from the model's preset
+(:class:`~sine_model.hub.presets.FittingRecipe`) unless the caller says otherwise. A stage never ends a
+run: one that cannot work on these references (too few objects, objects too small for the crops, a
+reference too small to halve, a budget too short) steps aside, :attr:`ReferencePreparation.stepped_aside`
+says why in one line, and the next stage runs. A wall-clock cap per stage is only a safety net; a fit it
+cut short is reported (:meth:`ReferencePreparation.report`).
 
 :class:`ReferencePreparation` runs the stages one by one (:meth:`~ReferencePreparation.stages` yields a
 line before each, for a progress display) and keeps what each returned.
@@ -21,7 +27,42 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ReferencePreparation"]
+import numpy as np
+
+from sine_model.errors import PropagationError
+from sine_model.fitting.folds import MIN_HALF_SIDE, reference_folds
+from sine_model.hub.presets import FittingRecipe, get_preset
+
+__all__ = ["MAX_STAGE_SECONDS", "MIN_REFINER_STEPS", "ReferencePreparation", "recipe_of"]
+
+#: Wall-clock safety cap of adaptation and of the refiner's training (each), in seconds.
+MAX_STAGE_SECONDS = 600.0
+#: A refiner the safety cap stopped before this many steps steps aside (an untrained MLP would spoil
+#: the model's answer).
+MIN_REFINER_STEPS = 10
+
+
+def recipe_of(propagator: Any) -> FittingRecipe:
+    """The fitting recipe of the propagator's model's preset (none for a model without a preset)."""
+    preset = getattr(getattr(propagator, "model", None), "preset", None)
+    if preset is None:
+        return FittingRecipe()
+    try:
+        return get_preset(preset).recipe
+    except ValueError:  # a preset name no longer registered
+        return FittingRecipe()
+
+
+def _why_no_folds(pairs: Sequence[tuple[Any, Any]]) -> str:
+    """Why no reference gives (half, held-out half) folds, in words."""
+    shapes = [np.shape(labels) for _, labels in pairs]
+    if all(max(shape) < 2 * MIN_HALF_SIDE for shape in shapes):
+        return (f"the reference is too small to halve ({' and '.join(f'{h}×{w}' for h, w in shapes)} pixels; "
+                f"halves need {MIN_HALF_SIDE} pixels across)")
+    counts = [len(np.unique(np.asarray(labels)[np.asarray(labels) != 0])) for _, labels in pairs]
+    if sum(counts) < 2:
+        return f"too few objects ({sum(counts)} labelled; halves need one each)"
+    return "no reference has labelled objects in both halves (label objects across the whole image)"
 
 
 class ReferencePreparation:
@@ -36,26 +77,26 @@ class ReferencePreparation:
         The reference pairs.
     classes : mapping, optional
         Label value -> class id (default: all class 1).
-    calibrate : bool
-        Run :func:`~sine_model.fitting.calibration.calibrate` first.
-    adapt_seconds : float
-        Time budget of test-time adaptation (0: none).
-    refine_seconds : float
-        Time budget of the refiner's training (0: no refiner).
+    recipe : FittingRecipe, optional
+        Stages and budgets; default: the recipe of the model's preset (:func:`recipe_of`).
+    calibrate : bool, optional
+        Run :func:`~sine_model.fitting.calibration.calibrate` first (overrides the recipe).
+    adapt_steps : int, optional
+        Test-time adaptation steps per adapted copy, 0: none (overrides the recipe).
+    refine_steps : int, optional
+        Training steps of the refiner, 0: no refiner (overrides the recipe).
+    max_seconds : float
+        Wall-clock safety cap of adaptation and of the refiner's training, each.
     cross_fit : bool
         Adapt one copy per reference half when a refiner is fitted next (the default; ``False`` is an
         ablation: one adaptation on whole references).
-    adapt_max_steps : int, optional
-        Also stop each adaptation (each copy) after this many steps, so runs repeat whatever the load.
     refine_with_model : bool
         Give the refiner the model's maps (``False``: a pixel classifier on image features alone, an
         ablation).
     colour_features : bool
         Let the refiner read colour features when a reference is in colour.
-    keep_defaults_if_uncalibratable : bool
-        When no reference has objects in both halves, calibration cannot score anything: keep the
-        engine's defaults instead of raising :class:`~sine_model.engine.inputs.PropagationError`
-        (``calibration`` stays ``None``).
+    seed : int
+        Seed of adaptation and of the refiner.
     """
 
     def __init__(
@@ -64,33 +105,50 @@ class ReferencePreparation:
         pairs: Sequence[tuple[Any, Any]],
         classes: Mapping[int, int] | None = None,
         *,
-        calibrate: bool = False,
-        adapt_seconds: float = 0.0,
-        refine_seconds: float = 0.0,
+        recipe: FittingRecipe | None = None,
+        calibrate: bool | None = None,
+        adapt_steps: int | None = None,
+        refine_steps: int | None = None,
+        max_seconds: float = MAX_STAGE_SECONDS,
         cross_fit: bool = True,
-        adapt_max_steps: int | None = None,
         refine_with_model: bool = True,
         colour_features: bool = True,
-        keep_defaults_if_uncalibratable: bool = False,
+        seed: int = 0,
     ) -> None:
-        if adapt_seconds < 0 or refine_seconds < 0:
-            raise ValueError(f"time budgets must be ≥ 0 seconds, got adapt_seconds={adapt_seconds}, "
-                             f"refine_seconds={refine_seconds}")
+        base = recipe if recipe is not None else recipe_of(propagator)
+        self.recipe = FittingRecipe(
+            calibrate=base.calibrate if calibrate is None else bool(calibrate),
+            adapt_steps=base.adapt_steps if adapt_steps is None else int(adapt_steps),
+            refine_steps=base.refine_steps if refine_steps is None else int(refine_steps),
+            evidence=base.evidence,
+        )  # checks the budgets
+        if not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
         self.propagator = propagator
         self.pairs = list(pairs)
         self.classes = dict(classes) if classes else None
-        self.calibrate = calibrate
-        self.adapt_seconds = float(adapt_seconds)
-        self.refine_seconds = float(refine_seconds)
+        self.max_seconds = float(max_seconds)
         self.cross_fit = cross_fit
-        self.adapt_max_steps = adapt_max_steps
         self.refine_with_model = refine_with_model
         self.colour_features = colour_features
-        self.keep_defaults_if_uncalibratable = keep_defaults_if_uncalibratable
+        self.seed = seed
         self.calibration: Any = None  # sine_model.fitting.calibration.Calibration
         self.adaptation: Any = None  # sine_model.fitting.adaptation.AdaptResult
-        self.refinement: Any = None  # sine_model.postprocess.pixel_refiner.RefinerFit
-        self.seconds: dict[str, float] = {}  # wall time per stage that ran
+        self.refinement: Any = None  # sine_model.fitting.refiner.RefinerFit
+        self.seconds: dict[str, float] = {}  # wall time per stage that was tried
+        self.stepped_aside: dict[str, str] = {}  # stage -> why it did not run
+
+    @property
+    def calibrate(self) -> bool:
+        return self.recipe.calibrate
+
+    @property
+    def adapt_steps(self) -> int:
+        return self.recipe.adapt_steps
+
+    @property
+    def refine_steps(self) -> int:
+        return self.recipe.refine_steps
 
     def run(self) -> ReferencePreparation:
         """Run every stage; return ``self``."""
@@ -106,11 +164,11 @@ class ReferencePreparation:
         if self.calibrate:
             yield "calibrating on the references (scale, splitting of touching objects)"
             self.calibration = self._timed("calibrate", self._calibrate)
-        if self.adapt_seconds > 0:
-            yield f"adapting the model to the references (at most {self.adapt_seconds:g} s)"
+        if self.adapt_steps > 0:
+            yield f"adapting the model to the references ({self.adapt_steps} steps)"
             self.adaptation = self._timed("adapt", self._adapt)
-        if self.refine_seconds > 0:
-            yield f"fitting the full-resolution refiner (at most {self.refine_seconds:g} s)"
+        if self.refine_steps > 0:
+            yield f"fitting the full-resolution refiner ({self.refine_steps} steps)"
             self.refinement = self._timed("refine", self._refine)
 
     @property
@@ -125,27 +183,106 @@ class ReferencePreparation:
         finally:
             self.seconds[name] = time.perf_counter() - start
 
+    def _step_aside(self, stage: str, reason: str) -> None:
+        self.stepped_aside[stage] = reason
+        self.propagator.set_references(self.pairs, self.classes)  # whatever the stage left half-done
+
     def _calibrate(self) -> Any:
-        from sine_model.engine.inputs import PropagationError
         from sine_model.fitting.calibration import calibrate
 
+        if not reference_folds(self.pairs, self.propagator.channel_axis):
+            self._step_aside("calibrate", _why_no_folds(self.pairs))
+            return None
+        scale, project = self.propagator.scale, getattr(self.propagator, "project_inputs", False)
         try:
             return calibrate(self.propagator, self.pairs, self.classes)
-        except PropagationError:  # calibrate raises this before it changes anything
-            if not self.keep_defaults_if_uncalibratable:
-                raise
+        except PropagationError as error:
+            self.propagator.set_project_inputs(project)
+            self.propagator.set_scale(scale)
+            self._step_aside("calibrate", str(error))
             return None
 
     def _adapt(self) -> Any:
         from sine_model.fitting.adaptation import adapt_propagator
+        from sine_model.training.pairs import NoUsablePairError
 
-        return adapt_propagator(self.propagator, self.pairs, self.adapt_seconds, classes=self.classes,
-                                cross_fit=self.cross_fit and self.refine_seconds > 0,
-                                max_steps=self.adapt_max_steps)
+        model = self.propagator.model
+        try:
+            return adapt_propagator(self.propagator, self.pairs, self.max_seconds, classes=self.classes,
+                                    cross_fit=self.cross_fit and self.refine_steps > 0,
+                                    max_steps=self.adapt_steps, seed=self.seed)
+        except NoUsablePairError:
+            self.propagator.model = model
+            self._step_aside("adapt", "objects too small or too sparse for the training crops: no crop "
+                                      "kept a reference object")
+            return None
 
     def _refine(self) -> Any:
         from sine_model.fitting.refiner import fit_refiner
 
-        return fit_refiner(self.propagator, self.pairs, self.classes, self.refine_seconds,
-                           use_model_maps=self.refine_with_model, fold_models=self.fold_models,
-                           colour_features=self.colour_features)
+        try:
+            fit = fit_refiner(self.propagator, self.pairs, self.classes, self.refine_steps,
+                              seconds=self.max_seconds, use_model_maps=self.refine_with_model,
+                              fold_models=self.fold_models, colour_features=self.colour_features,
+                              seed=self.seed)
+        except PropagationError as error:
+            self.propagator.set_refiner(None)
+            self._step_aside("refine", str(error))
+            return None
+        if fit.steps < min(MIN_REFINER_STEPS, self.refine_steps):
+            self.propagator.set_refiner(None)
+            self._step_aside("refine", f"budget too short: the {self.max_seconds:g} s safety cap stopped "
+                                       f"it after {fit.steps} of {self.refine_steps} steps")
+            return None
+        return fit
+
+    def report(self) -> list[str]:
+        """One line per stage of the recipe: what it did, or why it stepped aside."""
+        lines = []
+        for stage, reason in self.stepped_aside.items():
+            lines.append(f"{_STAGE_NAMES[stage]} stepped aside: {reason}; the run goes on without it")
+        if (result := self.calibration) is not None:
+            rules = ", ".join(f"class {c}: {s.describe()}" for c, s in sorted(result.steps.items()))
+            projection = ", reference projection" if result.project_inputs else ""
+            lines.append(f"calibrated on the references in {self.seconds['calibrate']:.1f} s: scale "
+                         f"{result.scale:g}{projection}, {rules} (held-out instance F1 {result.f1:.3f} "
+                         f"over {result.folds} folds)")
+        if (adapted := self.adaptation) is not None:
+            halves = " (one copy per reference half, averaged)" if self.fold_models else ""
+            cut = f"; cut short by the {self.max_seconds:g} s safety cap" if adapted.cut_short else ""
+            lines.append(f"adapted neck + decoder{halves}: {adapted.steps} steps in {adapted.seconds:.1f} s"
+                         f"{cut}")
+        if (fit := self.refinement) is not None:
+            source = "halves predicted from each other" if fit.held_out else \
+                "references predicted from themselves"
+            cut = (f"; cut short by the {self.max_seconds:g} s safety cap before {self.refine_steps} "
+                   "steps") if fit.cut_short else ""
+            lines.append(f"refiner fitted on the references in {self.seconds['refine']:.1f} s: {fit.steps} "
+                         f"steps on {fit.pixels} pixels ({source}), loss {fit.loss:.3f}{cut}")
+        return lines
+
+    def provenance(self) -> dict[str, Any]:
+        """What was asked and what ran, JSON-ready: the recipe, and per stage its summary or why it
+        stepped aside (stages not asked for are absent)."""
+        record: dict[str, Any] = {"recipe": self.recipe.describe()}
+        asked = {"calibrate": self.calibrate, "adapt": self.adapt_steps > 0, "refine": self.refine_steps > 0}
+        for stage in (s for s, on in asked.items() if on):
+            if stage in self.stepped_aside:
+                record[stage] = {"ran": False, "stepped_aside": self.stepped_aside[stage]}
+        if (result := self.calibration) is not None:
+            record["calibrate"] = {"ran": True, "scale": result.scale, "projection": result.project_inputs,
+                                   "f1": round(result.f1, 4), "folds": result.folds,
+                                   "rules": {str(c): s.describe() for c, s in sorted(result.steps.items())}}
+        if (adapted := self.adaptation) is not None:
+            record["adapt"] = {"ran": True, "steps": adapted.steps, "seconds": round(adapted.seconds, 2),
+                               "final_loss": round(adapted.losses[-1], 6) if adapted.losses else None,
+                               "per_reference_half": self.fold_models is not None,
+                               "cut_short": adapted.cut_short}
+        if (fit := self.refinement) is not None:
+            record["refine"] = {"ran": True, "steps": fit.steps, "seconds": round(fit.seconds, 2),
+                                "pixels": fit.pixels, "held_out": fit.held_out,
+                                "final_loss": round(fit.loss, 6), "cut_short": fit.cut_short}
+        return record
+
+
+_STAGE_NAMES = {"calibrate": "calibration", "adapt": "adaptation", "refine": "the refiner"}

@@ -1,11 +1,12 @@
 """Fitting the refiner's pixel model on the references (:func:`fit_refiner`).
 
 :func:`fit_refiner` trains :class:`~sine_model.postprocess.pixel_refiner.PixelRefiner` on the references'
-own pixels for a bounded number of steps. Its coarse input there is the model's answer on each reference
-half predicted from the other half (:func:`~sine_model.fitting.folds.reference_folds`), or on the whole
-reference from itself when no reference has objects in both halves: a held-out answer teaches the MLP how
-far the model's map can be trusted on images it has not seen. A model adapted to the whole references has
-seen both halves, so after adaptation the halves are predicted by the cross-fitted models of
+own pixels for a number of steps (seeded; a wall-clock cap is only a safety net). Its coarse input there is
+the model's answer on each reference half predicted from the other half
+(:func:`~sine_model.fitting.folds.reference_folds`), or on the whole reference from itself when no reference
+has objects in both halves: a held-out answer teaches the MLP how far the model's map can be trusted on
+images it has not seen. A model adapted to the whole references has seen both halves, so after adaptation
+the halves are predicted by the cross-fitted models of
 :func:`~sine_model.fitting.adaptation.adapt_propagator` (``cross_fit``, ``fold_models`` here), each adapted
 without the half it predicts. Nothing is tuned on targets.
 """
@@ -33,13 +34,18 @@ __all__ = ["RefinerFit", "fit_refiner"]
 
 @dataclass
 class RefinerFit:
-    """What :func:`fit_refiner` did: optimiser steps, seconds, final loss, training pixels, folds."""
+    """What :func:`fit_refiner` did: optimiser steps, seconds, final loss, training pixels, folds.
+
+    ``cut_short`` is True when the wall-clock safety cap stopped the training before its step budget
+    (the only case in which the result depends on the machine's speed).
+    """
 
     steps: int
     seconds: float
     loss: float
     pixels: int
     held_out: bool
+    cut_short: bool = False
 
 
 def _targets(labels: np.ndarray, class_of: Mapping[int, int], class_ids: Sequence[int]) -> np.ndarray:
@@ -93,11 +99,11 @@ def fit_refiner(
     propagator: Any,
     pairs: Sequence[tuple[Any, Any]],
     classes: Mapping[int, int] | None = None,
-    seconds: float = 15.0,
+    max_steps: int = 400,
     *,
+    seconds: float = 600.0,
     n_pixels: int = 20000,
     max_pixels: int = 500_000,
-    max_steps: int = 400,
     hidden: int = 32,
     lr: float = 3e-3,
     seed: int = 0,
@@ -116,16 +122,17 @@ def fit_refiner(
         The reference pairs.
     classes : mapping, optional
         Label value -> class id (default: all class 1).
+    max_steps : int
+        Optimiser steps: the budget (seeded, so a fit repeats on any machine).
     seconds : float
-        Time budget of the MLP's training (the coarse maps are computed first, outside it).
+        Wall-clock safety cap of the MLP's training (the coarse maps are computed first, outside it);
+        when it stops the training before ``max_steps``, the result says so (``cut_short``).
     n_pixels : int
         Training pixels drawn per step from all references, per class in proportion to its pixels in the
         references (each class gets at least a tenth).
     max_pixels : int
         Pixels kept per reference (fold) for training, drawn class-balanced from larger ones (bounds
         memory: about 130 MB of features each).
-    max_steps : int
-        Optimiser steps at most.
     hidden : int
         MLP width.
     lr : float
@@ -148,6 +155,8 @@ def fit_refiner(
     -------
     RefinerFit
     """
+    if max_steps < 1:
+        raise ValueError(f"the refiner needs at least one step, got max_steps={max_steps}")
     propagator.set_refiner(None)
     pairs = [(image, labels) for image, labels, _, _ in check_reference_pairs(pairs, propagator.channel_axis)]
     class_of = propagator._class_map(classes, [labels for _, labels in pairs])
@@ -206,4 +215,5 @@ def fit_refiner(
         steps, loss_value = steps + 1, float(loss.detach())
     refiner.eval()
     propagator.set_refiner(refiner)
-    return RefinerFit(steps, time.perf_counter() - start, loss_value, int(len(y)), held_out)
+    return RefinerFit(steps, time.perf_counter() - start, loss_value, int(len(y)), held_out,
+                      cut_short=steps < max_steps)

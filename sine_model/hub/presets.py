@@ -49,6 +49,7 @@ __all__ = [
     "WeightSource",
     "LicenceNotice",
     "InputSpec",
+    "FittingRecipe",
     "Preset",
     "PRESETS",
     "OFFICIAL_PRESET",
@@ -178,6 +179,44 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class FittingRecipe:
+    """Which fitting stages run on the references before propagating, and their budgets in steps.
+
+    What ``napari-sine propagate``, ``demo``, the widget's Run and
+    :class:`~sine_model.fitting.preparation.ReferencePreparation` do unless told otherwise. Budgets are
+    optimiser steps (seeded), so the same inputs give the same proposals on any machine.
+
+    Parameters
+    ----------
+    calibrate : bool
+        Choose the scale, the projection and the instance split rules on reference halves.
+    adapt_steps : int
+        Test-time adaptation steps per adapted copy (0: no adaptation).
+    refine_steps : int
+        Training steps of the full-resolution refiner (0: no refiner).
+    evidence : str
+        Where the choice was measured (a docs section), shown with the recipe.
+    """
+
+    calibrate: bool = False
+    adapt_steps: int = 0
+    refine_steps: int = 0
+    evidence: str = ""
+
+    def __post_init__(self) -> None:
+        if self.adapt_steps < 0 or self.refine_steps < 0:
+            raise ValueError(f"recipe step budgets must be >= 0, got adapt_steps={self.adapt_steps}, "
+                             f"refine_steps={self.refine_steps}")
+
+    def describe(self) -> str:
+        """One line: the stages that run, e.g. ``calibrate + refine 400 steps`` (``none``: no fitting)."""
+        parts = ["calibrate"] if self.calibrate else []
+        parts += [f"adapt {self.adapt_steps} steps"] if self.adapt_steps else []
+        parts += [f"refine {self.refine_steps} steps"] if self.refine_steps else []
+        return " + ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
 class Preset:
     """A named model: architecture, weights, licence and input conventions.
 
@@ -205,6 +244,9 @@ class Preset:
         connected components of the semantic answer (:mod:`sine_model.postprocess.components`), for models
         whose
         instance branch is measurably weaker than their semantic answer.
+    recipe : FittingRecipe
+        The fitting stages run by default on the references (chosen on the shared evaluation sets,
+        docs/quality.md); the default runs none.
     """
 
     name: str
@@ -216,6 +258,7 @@ class Preset:
     encoder_weights: tuple[WeightSource, ...] = ()
     official: bool = False
     instance_source: str = "queries"
+    recipe: FittingRecipe = field(default_factory=FittingRecipe)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -390,5 +433,7 @@ register_preset(
         # Its instance queries are undertrained; the components of its semantic answer score far higher
         # (docs/quality.md), so those are its instance answer.
         instance_source="semantic",
+        # Measured on the shared evaluation sets (docs/quality.md, "Default recipe").
+        recipe=FittingRecipe(calibrate=True, refine_steps=400, evidence="docs/quality.md#default-recipe"),
     )
 )

@@ -142,8 +142,39 @@ def _resize_window(
     return (out[:, :, 0] if image.ndim == 2 else out), out_labels
 
 
+def _window_start(rng: np.random.Generator, size: int, scaled: int, focus: float | None) -> int:
+    """Start of a window of ``size`` in ``scaled`` pixels: uniform, or among those containing ``focus``."""
+    if focus is None:
+        return int(rng.integers(scaled - size + 1))
+    lo, hi = max(0, int(focus) - size + 1), min(int(focus), scaled - size)
+    return int(rng.integers(lo, hi + 1))
+
+
+def _focus_point(labels: np.ndarray, focus: int, scaled_hw: tuple[int, int],
+                 rng: np.random.Generator) -> tuple[int | None, int | None]:
+    """A random pixel of the scaled image whose label (as :func:`_resize_window` samples it) is ``focus``;
+    ``(None, None)`` when the object is absent or vanishes at this scale."""
+    ys, xs = np.nonzero(labels == focus)
+    if not ys.size:
+        return None, None
+
+    def span(lo: int, hi: int, size: int, scaled: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled indices around source indices lo..hi, and the source index each one samples."""
+        index = np.arange(max(int(lo * scaled / size) - 1, 0), min(int((hi + 1) * scaled / size) + 2, scaled))
+        return index, np.minimum(((index + 0.5) * size / scaled).astype(np.int64), size - 1)
+
+    rows, source_rows = span(int(ys.min()), int(ys.max()), labels.shape[0], scaled_hw[0])
+    cols, source_cols = span(int(xs.min()), int(xs.max()), labels.shape[1], scaled_hw[1])
+    hit_rows, hit_cols = np.nonzero(labels[np.ix_(source_rows, source_cols)] == focus)
+    if not hit_rows.size:
+        return None, None
+    k = int(rng.integers(hit_rows.size))
+    return int(rows[hit_rows[k]]), int(cols[hit_cols[k]])
+
+
 def geometric_augment(
-    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, config: AugmentConfig
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, config: AugmentConfig,
+    focus: int | None = None,
 ) -> Augmented:
     """Rotate/flip, scale, crop (and pad) an image and its labels together.
 
@@ -157,6 +188,9 @@ def geometric_augment(
         Source of randomness.
     config : AugmentConfig
         Settings.
+    focus : int, optional
+        A label value: the crop window is placed so that it contains a random pixel of that object
+        (small sparse objects in a large image then still appear in the crop); default: anywhere.
 
     Returns
     -------
@@ -183,8 +217,9 @@ def geometric_augment(
         scale *= min(out_h / height, out_w / width)
     s_h, s_w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
     h, w = min(out_h, s_h), min(out_w, s_w)
-    y0 = int(rng.integers(s_h - h + 1))
-    x0 = int(rng.integers(s_w - w + 1))
+    fy, fx = _focus_point(labels, focus, (s_h, s_w), rng) if focus is not None else (None, None)
+    y0 = _window_start(rng, h, s_h, fy)
+    x0 = _window_start(rng, w, s_w, fx)
     crop_image, crop_labels = _resize_window(image, labels, (s_h, s_w), (y0, x0, h, w))
     if config.pad and (h, w) != (out_h, out_w):
         padded = np.zeros((out_h, out_w) + crop_image.shape[2:], dtype=np.float32)
@@ -231,7 +266,8 @@ def intensity_jitter(image: np.ndarray, rng: np.random.Generator, config: Augmen
 
 
 def augment(
-    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, config: AugmentConfig | None = None
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, config: AugmentConfig | None = None,
+    focus: int | None = None,
 ) -> Augmented:
     """Geometric augmentation followed by the intensity jitter (see the module docstring).
 
@@ -245,6 +281,8 @@ def augment(
         Source of randomness (the result is deterministic given its state).
     config : AugmentConfig, optional
         Settings (defaults to ``AugmentConfig()``).
+    focus : int, optional
+        Label value the crop must contain (see :func:`geometric_augment`).
 
     Returns
     -------
@@ -252,7 +290,7 @@ def augment(
         ``(image, labels, valid_hw)``; the padding (if any) is left at 0 and not jittered.
     """
     config = config or AugmentConfig()
-    result = geometric_augment(image, labels, rng, config)
+    result = geometric_augment(image, labels, rng, config, focus)
     if config.intensity_prob <= 0:
         return result
     h, w = result.valid_hw

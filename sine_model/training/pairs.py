@@ -9,8 +9,10 @@ image always gives crop pairs.
 
 The reference keeps all its objects; the target keeps only the objects whose class appears in the
 augmented reference. Views are redrawn until both hold at least one object (``max_attempts``
-tries, then ``RuntimeError``). Masks are sorted by (class, id) in both, so common ids appear in
-the same relative order.
+tries, then :class:`NoUsablePairError`). A view's crop window is placed around a random object with
+probability ``focus_prob``, and always from the second half of the attempts on, so that small sparse
+objects in a large image still give pairs (in a crop pair both views centre on the same object). Masks
+are sorted by (class, id) in both, so common ids appear in the same relative order.
 
 Items
 -----
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sine_model.errors import SineError
 from sine_model.preprocess.transforms import (
     PATCH_SIZE,
     Geometry,
@@ -39,6 +42,10 @@ from sine_model.preprocess.transforms import (
     to_rgb_float,
 )
 from sine_model.training.augment import AugmentConfig, augment
+
+
+class NoUsablePairError(SineError, RuntimeError):
+    """:meth:`PairSampler.sample` found no view pair holding objects in ``max_attempts`` draws."""
 
 
 @dataclass
@@ -86,6 +93,9 @@ class PairConfig:
         Redraws allowed before :meth:`PairSampler.sample` gives up.
     min_area : int
         Object fragments smaller than this (pixels, after augmentation) are dropped.
+    focus_prob : float
+        Probability that a view's crop window is placed around a random object rather than anywhere
+        (from the second half of ``max_attempts`` on, it always is).
     """
 
     pad: int = 224
@@ -93,6 +103,7 @@ class PairConfig:
     crop_prob: float = 0.5
     max_attempts: int = 50
     min_area: int = 8
+    focus_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.pad < PATCH_SIZE or self.pad % PATCH_SIZE:
@@ -100,8 +111,9 @@ class PairConfig:
         out_h, out_w = self.augment.out_hw
         if max(out_h, out_w) > self.pad:
             raise ValueError(f"augment.out_size {(out_h, out_w)} must fit in pad {self.pad}")
-        if not 0 <= self.crop_prob <= 1:
-            raise ValueError(f"crop_prob must be a probability, got {self.crop_prob}")
+        if not 0 <= self.crop_prob <= 1 or not 0 <= self.focus_prob <= 1:
+            raise ValueError(f"crop_prob and focus_prob must be probabilities, got {self.crop_prob}, "
+                             f"{self.focus_prob}")
         if self.max_attempts < 1 or self.min_area < 1:
             raise ValueError("max_attempts and min_area must be >= 1")
 
@@ -266,9 +278,11 @@ class PairSampler:
             self._cache[key] = prepared
         return prepared
 
-    def _view(self, item: _Prepared, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented view; fragments under ``min_area`` pixels are removed from its labels."""
-        image, labels, _ = augment(item.rgb, item.labels, rng, self._augment)
+    def _view(self, item: _Prepared, rng: np.random.Generator,
+              focus: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented view (around object ``focus`` if given); fragments under ``min_area`` pixels
+        are removed from its labels."""
+        image, labels, _ = augment(item.rgb, item.labels, rng, self._augment, focus)
         ids, counts = np.unique(labels, return_counts=True)
         small = ids[(counts < self.config.min_area) & (ids != 0)]
         if small.size:
@@ -302,11 +316,12 @@ class PairSampler:
 
         Raises
         ------
-        RuntimeError
+        NoUsablePairError
             When ``max_attempts`` draws in a row gave an empty reference or target.
         """
         rng = self._rng if rng is None else rng
-        for _ in range(self.config.max_attempts):
+        config = self.config
+        for attempt in range(config.max_attempts):
             g = int(rng.choice(len(self.groups), p=self._weights))
             size = len(self.groups[g])
             i = int(rng.integers(size))
@@ -316,11 +331,19 @@ class PairSampler:
                 j = int(rng.integers(size - 1))
                 j += j >= i
             ref, tgt = self._item(g, i), self._item(g, j)
-            ref_image, ref_labels = self._view(ref, rng)
+            # no draw from rng unless focusing is asked for or needed: unfocused runs stay as they were
+            focus = attempt >= config.max_attempts // 2 or (config.focus_prob > 0
+                                                              and rng.random() < config.focus_prob)
+            ref_focus = int(rng.choice(list(ref.classes))) if focus else None
+            ref_image, ref_labels = self._view(ref, rng, ref_focus)
             if not ref_labels.any():
                 continue
             ref_classes = {ref.classes[int(k)] for k in np.unique(ref_labels[ref_labels != 0])}
-            tgt_image, tgt_labels = self._view(tgt, rng)
+            tgt_focus = None
+            if focus:  # a crop pair centres both views on one object; a cross pair on one of a shared class
+                shared = [k for k, c in tgt.classes.items() if c in ref_classes]
+                tgt_focus = ref_focus if crop else (int(rng.choice(shared)) if shared else None)
+            tgt_image, tgt_labels = self._view(tgt, rng, tgt_focus)
             keep = [k for k in np.unique(tgt_labels[tgt_labels != 0]) if tgt.classes[int(k)] in ref_classes]
             if not keep:
                 continue
@@ -334,10 +357,11 @@ class PairSampler:
                 ref_valid_hw=ref_labels.shape, valid_hw=tgt_labels.shape,
                 crop_pair=crop, source=(g, i, j),
             )
-        raise RuntimeError(
-            f"No usable pair after {self.config.max_attempts} draws: the augmented views kept no "
-            "reference object or no target object of a reference class. Use larger crops "
-            "(augment.out_size), a smaller scale range or min_area, or images with more objects."
+        raise NoUsablePairError(
+            f"No usable pair after {config.max_attempts} draws: the augmented views kept no "
+            "reference object or no target object of a reference class (objects smaller than "
+            f"{config.min_area} pixels after scaling are dropped). Use a larger scale, a smaller min_area, "
+            "or images with more or larger objects."
         )
 
     def __iter__(self) -> PairSampler:

@@ -20,6 +20,7 @@ from conftest import build_tiny
 from sine_model import cli
 from sine_model.cli import common
 from sine_model.engine.propagator import Propagator
+from sine_model.fitting.preparation import MAX_STAGE_SECONDS
 from sine_model.io import readers as io
 
 H, W = 48, 64
@@ -168,7 +169,10 @@ def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, made
     tifffile.imwrite(data / "corner.tif", corner)
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--calibrate", "--overwrite",
                              labels="corner.tif")
-    assert code == 2 and "both halves" in err and "Traceback" not in err
+    # calibration steps aside with one line saying why, and the run goes on with the defaults
+    assert code == 0 and "Traceback" not in err, err
+    assert "calibration stepped aside: too few objects (1 labelled" in err and made[-1].scale == 1.0
+    assert tifffile.imread(data / "out" / "labels_instance.tif").shape == (3, H, W)
 
 
 def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
@@ -182,8 +186,11 @@ def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
     assert semantic.shape == instance.shape == (3, H, W)
     # the instances are the refined map's objects: each lies inside the refined semantic region
     assert not np.any((instance > 0) & (semantic == 0))
+    assert ": 2 steps on" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "0", "--overwrite")
-    assert code == 2 and "--refine needs a positive number of seconds" in err
+    assert code == 2 and "--refine: needs a positive number of steps" in err and "--no-refine" in err
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "1.5", "--overwrite")
+    assert code == 2 and "whole number of steps" in err  # a budget in steps, not seconds
 
 
 def test_zarr_targets_and_zarr_output(capsys, data):
@@ -427,20 +434,39 @@ def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
     calls = []
     real = adapt_module.adapt_propagator
 
-    def spy(propagator, pairs, seconds, classes=None, cross_fit=False, max_steps=None):
-        calls.append((seconds, cross_fit))
-        assert max_steps is None  # the CLI bounds adaptation by time only
-        return real(propagator, pairs, seconds, classes=classes, cross_fit=cross_fit)
+    def spy(propagator, pairs, seconds, classes=None, cross_fit=False, max_steps=None, seed=0):
+        calls.append((max_steps, cross_fit))
+        assert seconds == MAX_STAGE_SECONDS  # a budget in steps; the time is only a safety cap
+        return real(propagator, pairs, seconds, classes=classes, cross_fit=cross_fit, max_steps=max_steps)
 
     monkeypatch.setattr(adapt_module, "adapt_propagator", spy)
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "id", "--adapt", "1")
     assert code == 0, err
-    assert calls == [(1.0, False)]
+    assert calls == [(1, False)] and "adapted neck + decoder: 1 steps" in err
     assert tifffile.imread(data / "out" / "labels_id.tif").shape == (3, H, W)
     # with a refiner next, adapted per reference half (held-out answers for the refiner)
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "semantic", "--adapt", "1",
                              "--refine", "1", "--overwrite")
     assert code == 0, err
-    assert calls[-1] == (1.0, True) and "refiner fitted on the references" in err
+    assert calls[-1] == (1, True) and "refiner fitted on the references" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--adapt", "-2", "--overwrite")
-    assert code == 2 and "--adapt needs a positive number of seconds" in err
+    assert code == 2 and "--adapt: needs a positive number of steps" in err
+
+
+def test_the_presets_recipe_runs_unless_told_otherwise(capsys, data, made, monkeypatch):
+    import sine_model.fitting.preparation as preparation_module
+    from sine_model.hub.presets import FittingRecipe
+
+    recipe = FittingRecipe(calibrate=True, refine_steps=2)
+    monkeypatch.setattr(preparation_module, "recipe_of", lambda propagator: recipe)
+    code, _, err = propagate(capsys, data, "--stack-axis", "0")
+    assert code == 0, err
+    assert "fitting recipe: calibrate + refine 2 steps" in err
+    assert "calibrated on the references" in err and ": 2 steps on" in err and made[-1].refiner is not None
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--no-calibrate", "--no-refine",
+                             "--overwrite")
+    assert code == 0, err
+    assert "fitting recipe: none" in err and made[-1].refiner is None and "calibrated" not in err
+    code, _, err = propagate(capsys, data, "--stack-axis", "0", "--no-calibrate", "--refine", "3",
+                             "--overwrite")
+    assert code == 0 and "fitting recipe: refine 3 steps" in err and ": 3 steps on" in err

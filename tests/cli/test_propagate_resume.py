@@ -42,6 +42,7 @@ def command(inputs: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "sine_model.cli", "propagate", "--ref", str(inputs / "ref.tif"),
             "--ref-labels", str(inputs / "ref_labels.tif"), "--targets", str(inputs / "stack.tif"),
             "--stack-axis", "0", "--format", "ome-zarr", "--model", "sine-embedded", "--pad", str(PAD),
+            "--no-calibrate", "--no-refine",  # resuming is the point here, not the preset's fitting recipe
             "--device", "cpu", "--out", str(out)]
 
 

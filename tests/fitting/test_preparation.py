@@ -41,8 +41,7 @@ def engine() -> Propagator:
 
 def test_stages_run_in_order_and_announce_themselves(spies):
     propagator, pairs = engine(), [blob_pair(0)]
-    preparation = ReferencePreparation(propagator, pairs, calibrate=True, adapt_seconds=30, refine_seconds=1,
-                                       adapt_max_steps=2)
+    preparation = ReferencePreparation(propagator, pairs, calibrate=True, adapt_steps=2, refine_steps=5)
     messages = []
     for message in preparation.stages():
         messages.append((message, [name for name, _ in spies]))  # what had run when it was announced
@@ -61,12 +60,12 @@ def test_stages_run_in_order_and_announce_themselves(spies):
 
 
 def test_adaptation_is_plain_without_a_refiner_and_ablations_pass_through(spies):
-    preparation = ReferencePreparation(engine(), [blob_pair(0)], adapt_seconds=30, adapt_max_steps=1).run()
+    preparation = ReferencePreparation(engine(), [blob_pair(0)], adapt_steps=1).run()
     assert [name for name, _ in spies] == ["adapt"] and spies[0][1]["cross_fit"] is False
     assert preparation.fold_models is None and preparation.calibration is None
     assert preparation.refinement is None and preparation.propagator.refiner is None
     spies.clear()
-    ReferencePreparation(engine(), [blob_pair(0)], adapt_seconds=30, adapt_max_steps=1, refine_seconds=1,
+    ReferencePreparation(engine(), [blob_pair(0)], adapt_steps=1, refine_steps=2,
                          cross_fit=False, refine_with_model=False, colour_features=False).run()
     (_, adapt_kwargs), (_, refine_kwargs) = spies
     assert adapt_kwargs["cross_fit"] is False and refine_kwargs["fold_models"] is None
@@ -84,21 +83,40 @@ def test_nothing_asked_sets_the_references_only(spies):
 def test_references_are_checked_before_any_stage(spies):
     image, labels = blob_pair(0)
     with pytest.raises(PropagationError):
-        ReferencePreparation(engine(), [(image, labels[:40])], calibrate=True, adapt_seconds=5).run()
+        ReferencePreparation(engine(), [(image, labels[:40])], calibrate=True, adapt_steps=5).run()
     assert spies == []
-    with pytest.raises(ValueError, match="adapt_seconds=-1"):
-        ReferencePreparation(engine(), [(image, labels)], adapt_seconds=-1)
+    with pytest.raises(ValueError, match="adapt_steps=-1"):
+        ReferencePreparation(engine(), [(image, labels)], adapt_steps=-1)
 
 
-def test_an_uncalibratable_reference_raises_or_keeps_the_defaults_as_asked():
+def test_an_uncalibratable_reference_steps_aside_and_the_run_goes_on():
     image, _ = blob_pair(0)
     corner = np.zeros(image.shape, np.int32)
     corner[2:8, 2:8] = 1  # objects in one quarter only: no halves to score a choice on
     propagator = engine()
-    with pytest.raises(PropagationError, match="both halves"):
-        ReferencePreparation(propagator, [(image, corner)], calibrate=True).run()
-    assert propagator.scale == 1.0
-    preparation = ReferencePreparation(propagator, [(image, corner)], calibrate=True, refine_seconds=1,
-                                       keep_defaults_if_uncalibratable=True).run()
+    preparation = ReferencePreparation(propagator, [(image, corner)], calibrate=True, refine_steps=3).run()
     assert preparation.calibration is None and propagator.scale == 1.0
+    assert "too few objects" in preparation.stepped_aside["calibrate"]
     assert preparation.refinement is not None  # the later stages still run
+    lines = preparation.report()
+    assert lines[0].startswith("calibration stepped aside: too few objects") and len(lines) == 2
+    record = preparation.provenance()
+    assert record["calibrate"] == {"ran": False, "stepped_aside": preparation.stepped_aside["calibrate"]}
+    assert record["refine"]["ran"] is True and record["recipe"] == "calibrate + refine 3 steps"
+
+
+def test_the_recipe_comes_from_the_models_preset_and_arguments_change_it(spies):
+    from sine_model.fitting.preparation import recipe_of
+    from sine_model.hub.presets import EMBEDDED_PRESET, FittingRecipe, get_preset
+
+    propagator = engine()
+    assert recipe_of(propagator) == FittingRecipe()  # a model without a preset: no fitting
+    propagator.model.preset = get_preset(EMBEDDED_PRESET)
+    embedded = get_preset(EMBEDDED_PRESET).recipe
+    assert recipe_of(propagator) == embedded and embedded.refine_steps > 0
+    preparation = ReferencePreparation(propagator, [blob_pair(0)], calibrate=False, refine_steps=2)
+    assert preparation.recipe.describe() == "refine 2 steps"
+    assert ReferencePreparation(propagator, [blob_pair(0)]).recipe.describe() == embedded.describe()
+    preparation.run()
+    assert [name for name, _ in spies] == ["refine"] and preparation.refinement.steps == 2
+    assert spies[0][1]["seed"] == 0  # seeded

@@ -48,7 +48,7 @@ def test_advanced_options_fold_and_unfold_when_one_is_on(make_napari_viewer, tin
     assert options.threshold.isVisibleTo(widget) and options.refine.isVisibleTo(widget)
     options.advanced.button.click()
     assert not options.refine.isVisibleTo(widget)
-    options.refine.setChecked(True)  # saved with the settings
+    options.recipe.setChecked(False)  # saved with the settings: the user's own stages
     again = SineWidget(viewer)
     assert again.options.advanced.is_expanded()  # a result-changing option is never out of sight
     again.close()

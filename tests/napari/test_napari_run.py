@@ -150,17 +150,18 @@ def test_test_time_adaptation_run(sample_viewer, qtbot):
     viewer, widget = sample_viewer
     for mode in ("id", "semantic"):
         widget.options.modes[mode].setChecked(False)
+    widget.options.recipe.setChecked(False)  # the stages as ticked below, not the model's recipe
     widget.options.adapt.setChecked(True)
-    widget.options.adapt_seconds.setValue(1)
+    widget.options.adapt_steps.setValue(1)
     widget.run()
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
-    assert record["parameters"]["adapt_seconds"] == 1.0 and record["adaptation"]["steps"] >= 1
+    assert record["parameters"]["adapt_steps"] == 1 and record["adaptation"]["steps"] == 1
     assert record["adaptation"]["per_reference_half"] is False  # no refiner: adapted on whole references
     holder = widget.runner.holder
     assert holder.propagator.model is not holder.base_model  # an adapted copy; the loaded model is kept
     widget.options.refine.setChecked(True)  # a refiner next: one copy per reference half, averaged
-    widget.options.refine_seconds.setValue(1)
+    widget.options.refine_steps.setValue(2)
     widget.run()
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
@@ -177,6 +178,7 @@ def test_calibrated_run_records_its_choice_and_the_next_run_forgets_it(sample_vi
     viewer, widget = sample_viewer
     for mode in ("id", "semantic"):
         widget.options.modes[mode].setChecked(False)
+    widget.options.recipe.setChecked(False)
     widget.options.calibrate.setChecked(True)
     widget.run()
     wait_for_run(qtbot, widget)
@@ -195,14 +197,15 @@ def test_calibrated_run_records_its_choice_and_the_next_run_forgets_it(sample_vi
 
 def test_refined_run_records_the_refiner_and_the_next_run_drops_it(sample_viewer, qtbot):
     viewer, widget = sample_viewer
+    widget.options.recipe.setChecked(False)
     widget.options.refine.setChecked(True)
-    widget.options.refine_seconds.setValue(1)
+    widget.options.refine_steps.setValue(2)
     widget.run()
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
-    assert record["parameters"]["refine_seconds"] == 1.0
+    assert record["parameters"]["refine_steps"] == 2 and record["fitting"]["recipe"] == "refine 2 steps"
     fitted = record["refinement"]
-    assert fitted["steps"] >= 1 and fitted["pixels"] > 0 and fitted["held_out"] is True
+    assert fitted["steps"] == 2 and fitted["pixels"] > 0 and fitted["held_out"] is True
     propagator = widget.runner.holder.propagator
     assert propagator.refiner is not None
     widget.options.refine.setChecked(False)
@@ -210,6 +213,35 @@ def test_refined_run_records_the_refiner_and_the_next_run_drops_it(sample_viewer
     wait_for_run(qtbot, widget)
     assert propagator.refiner is None
     assert viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]["refinement"] is None
+
+
+def test_run_follows_the_models_recipe_and_shows_it(sample_viewer, qtbot):
+    from dataclasses import replace
+
+    from sine_model import FittingRecipe, get_preset, register_preset
+
+    viewer, widget = sample_viewer
+    register_preset(replace(get_preset(TINY_PRESET), recipe=FittingRecipe(calibrate=True, refine_steps=2)),
+                    replace=True)
+    widget.options.refresh_models()
+    assert widget.options.recipe.isChecked()  # the default
+    assert widget.options.fitting_line.text() == "runs first: calibrate + refine 2 steps"
+    assert widget.options.refine.isChecked() and not widget.options.refine.isEnabled()  # the recipe's
+    widget.run()
+    wait_for_run(qtbot, widget)
+    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
+    assert record["parameters"]["refine_steps"] is None and record["parameters"]["calibrate"] is None
+    assert record["fitting"]["recipe"] == "calibrate + refine 2 steps"
+    assert record["refinement"]["steps"] == 2 and record["calibration"] is not None
+    widget.options.recipe.setChecked(False)
+    widget.options.refine.setChecked(False)
+    widget.options.calibrate.setChecked(False)
+    assert widget.options.fitting_line.text() == "no fitting: the model alone"
+    widget.run()
+    wait_for_run(qtbot, widget)
+    record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
+    assert record["refinement"] is None and record["fitting"] == {"recipe": "none"}
+    assert record["parameters"]["calibrate"] is False and record["parameters"]["refine_steps"] == 0
 
 
 def test_cancel_mid_stack_keeps_finished_targets(sample_viewer, qtbot):

@@ -32,8 +32,12 @@ def test_widget_docks_and_lists_models(make_napari_viewer, tiny_preset):
     assert combo.currentData() == EMBEDDED_PRESET
     devices = [widget.options.device.itemText(i) for i in range(widget.options.device.count())]
     assert devices[0] == "auto" and "cpu" in devices
+    # the model's recipe is followed by default: the stages show it and are not editable until unticked
+    assert widget.options.recipe.isChecked() and not widget.options.adapt.isEnabled()
+    assert widget.options.fitting_line.text() == "runs first: calibrate + refine 400 steps"  # embedded
+    widget.options.recipe.setChecked(False)
     assert widget.options.adapt.isEnabled() and not widget.options.adapt.isChecked()
-    assert not widget.options.adapt_seconds.isEnabled()  # until adaptation is ticked
+    assert not widget.options.adapt_steps.isEnabled()  # until adaptation is ticked
     assert widget.cancel_button.isEnabled() is False
 
 
@@ -67,19 +71,19 @@ def test_settings_are_remembered(make_napari_viewer, tiny_preset):
     widget.options.threshold.setValue(0.35)
     widget.options.modes["semantic"].setChecked(False)
     widget.review.min_score.setValue(0.2)
+    widget.options.recipe.setChecked(False)
     widget.options.adapt.setChecked(True)
-    widget.options.adapt_seconds.setValue(12)
+    widget.options.adapt_steps.setValue(12)
     widget.options.calibrate.setChecked(True)
     widget.options.refine.setChecked(True)
-    widget.options.refine_seconds.setValue(7)
+    widget.options.refine_steps.setValue(7)
     saved = WidgetSettings.load()
     assert saved.threshold == 0.35 and saved.modes == ["id", "instance"] and saved.min_score == 0.2
     again = SineWidget(viewer)
     assert again.options.threshold.value() == 0.35
     assert not again.options.modes["semantic"].isChecked()
     assert again.options.model_name() == TINY_PRESET
-    assert again.options.adapt_budget() == 12.0 and again.options.calibrate.isChecked()
-    assert again.options.refine_budget() == 7.0
+    assert again.options.fitting_choice() == (True, 12, 7) and not again.options.recipe.isChecked()
     again.close()
 
 
@@ -150,8 +154,8 @@ def test_replay_command_parses_with_the_cli():
         "model": {"preset": "sine-vitl"},
         "parameters": {"modes": ["id", "instance"], "device_requested": "cuda:1", "precision": "auto",
                        "pad": 896, "scale": 0.5, "thresholds": {"id": 0.4, "instance": 0.4},
-                       "memory": True, "classes": {"1": 2}, "channel_axis": None, "adapt_seconds": 20.0,
-                       "instance_source": "semantic", "calibrate": True, "refine_seconds": 15.0},
+                       "memory": True, "classes": {"1": 2}, "channel_axis": None, "adapt_steps": 20,
+                       "instance_source": "semantic", "calibrate": True, "refine_steps": 0},
     }
     command, missing = cli_command(record)
     assert not missing
@@ -159,6 +163,10 @@ def test_replay_command_parses_with_the_cli():
     assert args.ref == ["/d/a.png"] and args.targets == ["/d/stack.tif"] and args.stack_axis == 0
     assert args.modes == ("id", "instance") and args.device == "cuda" and args.memory
     assert args.threshold_id == 0.4 and args.classes == {1: 2} and args.scale == 0.5 and args.adapt == 20
-    assert args.instances == "semantic" and args.calibrate and args.refine == 15
+    assert args.instances == "semantic" and args.calibrate and args.refine == 0  # --no-refine
+    record["parameters"].update(calibrate=None, adapt_steps=None, refine_steps=None)  # the recipe
+    command = cli_command(record)[0]
+    flags = {"--calibrate", "--no-calibrate", "--adapt", "--no-refine", "--refine"}
+    assert not flags & set(shlex.split(command))
     record["references"][0]["plane"] = 3
     assert cli_command(record)[0] is None

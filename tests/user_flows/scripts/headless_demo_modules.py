@@ -15,12 +15,14 @@ WATCHED = ("timm", "torchvision", "torch._dynamo", "triton", "napari", "qtpy")
 
 
 def main(out_dir: str) -> dict:
-    """Run ``napari-sine demo --out OUT_DIR --device cpu`` in-process; report the status and modules."""
+    """Run ``napari-sine demo --out OUT_DIR --device cpu --no-calibrate --no-refine`` (inference only: the
+    recipe's refiner trains with a torch optimizer, whose first step imports torch._dynamo) in-process;
+    report the status and modules."""
     scripts = list(entry_points(group="console_scripts", name="napari-sine"))
     if not scripts:
         raise SystemExit("the napari-sine console script is not installed (pip install -e .)")
     command = scripts[0].load()
-    status = command(["demo", "--out", out_dir, "--device", "cpu"])
+    status = command(["demo", "--out", out_dir, "--device", "cpu", "--no-calibrate", "--no-refine"])
     return {"status": status, "loaded": [name for name in WATCHED if name in sys.modules]}
 
 
