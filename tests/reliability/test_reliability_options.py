@@ -128,8 +128,8 @@ def run_with_pad(capsys, data: Path, pad: str):
 
 @pytest.mark.usefixtures("tiny_cli_model")
 @pytest.mark.parametrize(("flag", "value", "words"), [
-    ("--adapt", "-1", "--adapt needs a positive number of seconds"),
-    ("--refine", "0", "--refine needs a positive number of seconds"),
+    ("--adapt", "-1", "--adapt: needs a positive number of steps, got -1"),
+    ("--refine", "0", "--refine: needs a positive number of steps, got 0"),
     ("--batch-size", "0", "--batch-size must be >= 1"),
     ("--batch-size", "-3", "--batch-size must be >= 1"),
 ])
