@@ -277,7 +277,7 @@ def test_cancel_at_once_leaves_no_layers(sample_viewer, qtbot):
 @pytest.mark.xfail(strict=False, reason=(
     "regression found when issues 19, 20, 22 and 23 were merged (2026-12-02, not yet located): turns of "
     "0.39 s (0.75 s after the click) and 0.16-0.17 s (65 s and 94 s after it) of main-thread CPU, over "
-    "the 0.1 s limit; each branch alone passed"))
+    "the 0.1 s limit; the issue-22 branch alone passed it"))
 def test_event_loop_never_stalls(sample_viewer, qtbot, monkeypatch, record_property):
     """No event-loop turn during a run spends over 100 ms of main-thread CPU, but napari's adding a layer.
 
