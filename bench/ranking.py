@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import DATA_ROOT, DSB_HELDOUT_GROUPS, load_groups, load_image, load_labels, plan_pairs  # noqa: E402
-from report import machine_description  # noqa: E402
+from report import machine_description, write_section  # noqa: E402
 
 from sine_model.bootstrap.ranking import SIGNALS, target_uncertainty  # noqa: E402
 from sine_model.engine.tiling import plan_tiles  # noqa: E402
@@ -191,19 +191,6 @@ def markdown(rows: list[dict], ks: Sequence[int], command: str, meta: dict) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this script's section of a markdown file (append it when absent)."""
-    old = path.read_text() if path.exists() else "# Quality\n"
-    lines = old.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + [""] + lines[end:])
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["dsb2018", "miccai2015"])
@@ -231,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     text = markdown(rows, args.k, command, meta)
     print("\n" + text)
     if args.out:
-        write_section(args.out, text)
+        write_section(args.out, text, SECTION)
     if args.json:
         args.json.write_text(json.dumps(dict(meta=meta, rows=rows, records=records), indent=1, default=str))
     return rows

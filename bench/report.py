@@ -82,12 +82,13 @@ def markdown(rows: Sequence[dict], command: str, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the :data:`SECTION` of a markdown file with ``text`` (append it when absent)."""
+def write_section(path: Path, text: str, section: str = SECTION) -> None:
+    """Replace ``section`` (a ``## `` title; :data:`SECTION` by default) of a markdown file with ``text``
+    (append it when absent)."""
     path = Path(path)
     old = path.read_text() if path.exists() else "# Quality\n"
     lines = old.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == section), None)
     if start is None:
         new = old.rstrip("\n") + "\n\n" + text
     else:
