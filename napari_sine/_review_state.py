@@ -29,6 +29,9 @@ __all__ = [
     "review_targets",
     "review_of",
     "mark",
+    "RankingInput",
+    "ranking_inputs",
+    "rank_inputs",
     "rank_viewer",
     "export_samples",
 ]
@@ -130,26 +133,46 @@ def _target_inputs(layers: dict[str, Labels], target: ReviewTarget) -> tuple[dic
     return labels, scores
 
 
-def rank_viewer(viewer: Any, include_reviewed: bool = False) -> list[RankedTarget]:
-    """Every target of the viewer's proposal layers, most uncertain first (unreviewed only by default)."""
-    from sine_model import rank_targets, target_uncertainty
+@dataclass(frozen=True)
+class RankingInput:
+    """What the ranking needs of one target, read from its layers (on napari's main thread)."""
 
-    ranked, number = [], 0
-    by_number: dict[int, tuple[ReviewTarget, str]] = {}
-    scored = []
+    target: ReviewTarget
+    status: str
+    labels: dict[str, np.ndarray]
+    scores: list[Any]
+
+
+def ranking_inputs(viewer: Any, include_reviewed: bool = False) -> list[RankingInput]:
+    """The targets to rank (unreviewed only by default), with views of their label maps and scores.
+
+    Cheap: it reads the layers' metadata and features and takes views of their planes; the scoring
+    (:func:`rank_inputs`) is the part worth a worker thread.
+    """
+    inputs = []
     for target_layer, layers in proposals_by_target(viewer).items():
         state = review_of(target_layer, layers)
         for position, target in enumerate(review_targets(target_layer, layers)):
             status = state[position].status
             if status != "proposed" and not include_reviewed:
                 continue
-            scored.append(target_uncertainty(number, *_target_inputs(layers, target)))
-            by_number[number] = (target, status)
-            number += 1
-    for u in rank_targets(scored):
-        target, status = by_number[u.index]
-        ranked.append(RankedTarget(target, u, status))
-    return ranked
+            inputs.append(RankingInput(target, status, *_target_inputs(layers, target)))
+    return inputs
+
+
+def rank_inputs(inputs: Sequence[RankingInput]) -> list[RankedTarget]:
+    """Score every target of ``inputs`` and sort them, most uncertain first (any thread)."""
+    from sine_model import rank_targets, target_uncertainty
+
+    scored = [target_uncertainty(number, item.labels, item.scores) for number, item in enumerate(inputs)]
+    return [
+        RankedTarget(inputs[u.index].target, u, inputs[u.index].status) for u in rank_targets(scored)
+    ]
+
+
+def rank_viewer(viewer: Any, include_reviewed: bool = False) -> list[RankedTarget]:
+    """Every target of the viewer's proposal layers, most uncertain first (unreviewed only by default)."""
+    return rank_inputs(ranking_inputs(viewer, include_reviewed))
 
 
 def export_samples(viewer: Any, references: Sequence[tuple[str, np.ndarray, np.ndarray]] = ()) -> list[Any]:

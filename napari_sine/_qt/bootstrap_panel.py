@@ -1,10 +1,12 @@
 """The "Label next" section: targets ranked by uncertainty, a Next button, review marks and Export.
 
 The list shows the unreviewed targets of the viewer's proposal layers, most uncertain first
-(:func:`napari_sine._review_state.rank_viewer`). Next moves the viewer to the top one (the plane of a
-stack, or the 2D target layer made visible and selected). Corrected / Skip record the review of the
-current target (Accept in Review records "accepted"). Export writes the accepted and corrected targets,
-with the references, as a dataset (folder dialog + format) in a worker thread.
+(:func:`napari_sine._review_state.rank_inputs`, scored in a worker thread: the scoring grows with the
+number and size of the targets, and napari's event loop must not wait for it). Next moves the viewer
+to the top one (the plane of a stack, or the 2D target layer made visible and selected). Corrected /
+Skip record the review of the current target (Accept in Review records "accepted"). Export writes the
+accepted and corrected targets, with the references, as a dataset (folder dialog + format) in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from qtpy.QtWidgets import (
 )
 
 from .._inputs import InputError
-from .._review_state import RankedTarget, export_samples, mark, proposals_by_target, rank_viewer
+from .._review_state import (
+    RankedTarget,
+    RankingInput,
+    export_samples,
+    mark,
+    proposals_by_target,
+    rank_inputs,
+    ranking_inputs,
+)
 from .narrow_layout import narrow_combo
 
 __all__ = ["BootstrapPanel", "EXPORT_CHOICES"]
@@ -66,7 +76,10 @@ class BootstrapPanel(QGroupBox):
         self.viewer = viewer
         self.current_target, self.references = current_target, references
         self.ranked: list[RankedTarget] = []
-        self.worker: Any = None
+        self.worker: Any = None  # the export's
+        self.ranking_worker: Any = None
+        self._requested = self._shown = 0  # ranking generations: asked for, on screen
+        self._go_when_ranked = False
         self.ranking = QListWidget()
         self.ranking.setMaximumHeight(130)
         self.ranking.setToolTip(
@@ -104,23 +117,64 @@ class BootstrapPanel(QGroupBox):
 
     # -- ranking ------------------------------------------------------------------------------------
 
+    @property
+    def ranking_busy(self) -> bool:
+        """True while the list on screen is older than the last ranking asked for."""
+        return self._shown != self._requested
+
     def refresh(self) -> None:
-        """Rank the targets again and show them."""
+        """Rank the targets again (scored in a worker thread); the list updates when it is done.
+
+        A refresh asked for while another is scoring supersedes it: the older answer is dropped.
+        """
+        self._requested += 1
+        generation = self._requested
         try:
-            self.ranked = rank_viewer(self.viewer)
+            inputs = ranking_inputs(self.viewer)
         except InputError as error:  # a damaged review in a layer's metadata
             show_error(f"SINE: {error}")
-            self.ranked = []
-        self.ranking.clear()
-        for entry in self.ranked:
+            self._go_when_ranked = False
+            self._show(generation, [])
+            return
+        worker = create_worker(_rank, generation, inputs, _start_thread=False)
+        # Bound methods, not lambdas: Qt drops the connections when the panel is deleted.
+        worker.returned.connect(self._ranked)
+        worker.errored.connect(self._ranking_failed)
+        self.ranking_worker = worker
+        worker.start()
+
+    def _ranking_failed(self, error: BaseException) -> None:
+        show_error(f"SINE: ranking the targets failed: {error}")
+        self._go_when_ranked = False
+        self._show(self._requested, [])
+
+    def _ranked(self, answer: tuple[int, list[RankedTarget]]) -> None:
+        self._show(*answer)
+
+    def _show(self, generation: int, ranked: list[RankedTarget]) -> None:
+        if generation != self._requested:
+            return  # a newer ranking is on its way
+        try:
+            self.ranking.clear()
+        except RuntimeError:  # the panel was deleted (viewer closed) while the worker scored
+            return
+        self._shown = generation
+        self.ranked = ranked
+        for entry in ranked:
             item = QListWidgetItem(f"{entry.uncertainty.score:.2f}  {entry.target.name}")
             item.setToolTip(entry.uncertainty.describe() or "no signal")
             self.ranking.addItem(item)
-        self.next_button.setEnabled(bool(self.ranked))
+        self.next_button.setEnabled(bool(ranked))
+        if self._go_when_ranked:
+            self._go_when_ranked = False
+            self._go_first()
 
     def go_next(self) -> None:
-        """Move the viewer to the most uncertain unreviewed target."""
+        """Move the viewer to the most uncertain unreviewed target (once the ranking is up to date)."""
+        self._go_when_ranked = True
         self.refresh()
+
+    def _go_first(self) -> None:
         if not self.ranked:
             show_info("SINE: every target is reviewed")
             return
@@ -193,3 +247,8 @@ class BootstrapPanel(QGroupBox):
         self.export_button.setEnabled(False)
         self.worker.start()
         return self.worker
+
+
+def _rank(generation: int, inputs: list[RankingInput]) -> tuple[int, list[RankedTarget]]:
+    """The worker's job: the ranking, tagged with the generation that asked for it."""
+    return generation, rank_inputs(inputs)

@@ -169,10 +169,11 @@ class RunController:
     # protects against re-entry: napari's progress bars and notifications call processEvents().
 
     def _on_yield(self, item: Status | Started | TargetResult) -> None:
-        from sine_model import TargetResult  # loaded by the worker that yielded the item
-
+        # Anything but the plugin's own Status and Started is a TargetResult. Not imported here to
+        # check: the first item comes before the worker has loaded the model code, and importing it on
+        # this thread (scipy, torch) would stall the event loop.
         sink = self.sink
-        if isinstance(item, TargetResult) and sink is not None:
+        if not isinstance(item, (Status, Started)) and sink is not None:
             target = sink.planes[item.index].layer
             for mode in sink.modes:
                 for step in sink.layer_steps(target, mode):  # making a layer takes steps of its own

@@ -25,12 +25,19 @@ def test_ranked_list_next_and_review_marks(make_napari_viewer, plugin_env, qtbot
     stack, _ = fake_run(viewer)
     instance = viewer.layers["stack [SINE instance]"]
     panel = widget.bootstrap
+
+    def ranked() -> list[str]:  # the list once the worker thread has scored the targets
+        qtbot.waitUntil(lambda: not panel.ranking_busy, timeout=60_000)
+        return [r.target.name for r in panel.ranked]
+
     panel.refresh()
+    assert panel.ranking_busy  # scored in a worker thread, not on napari's event loop
     # plane 0: ID and instance answers half disagree, scores 0.9 / 0.3; plane 1: no ID object at all
-    assert [r.target.name for r in panel.ranked] == ["stack[1]", "stack[0]"]
+    assert ranked() == ["stack[1]", "stack[0]"]
     assert panel.ranking.count() == 2 and panel.ranking.item(0).text().endswith("stack[1]")
     viewer.dims.current_step = (0, 0, 0)
     panel.go_next()
+    assert ranked() == ["stack[1]", "stack[0]"]
     assert viewer.dims.current_step[0] == 1  # the viewer moved to the most uncertain target
     assert panel.ranking.currentRow() == 0
 
@@ -40,9 +47,10 @@ def test_ranked_list_next_and_review_marks(make_napari_viewer, plugin_env, qtbot
     review = instance.metadata[SINE_KEY][REVIEW_KEY]
     assert [t["status"] for t in review["targets"]] == ["proposed", "accepted"]
     assert review["run"]["labels_layer"] == "stack labels"
-    assert [r.target.name for r in panel.ranked] == ["stack[0]"]  # refreshed after the accept
+    assert ranked() == ["stack[0]"]  # refreshed after the accept
 
     panel.go_next()
+    assert ranked() == ["stack[0]"]
     assert viewer.dims.current_step[0] == 0
     widget.review.accept()
     labels = viewer.layers["stack labels"]
@@ -51,7 +59,7 @@ def test_ranked_list_next_and_review_marks(make_napari_viewer, plugin_env, qtbot
     review = instance.metadata[SINE_KEY][REVIEW_KEY]
     assert [t["status"] for t in review["targets"]] == ["corrected", "accepted"]
     assert [e["status"] for e in review["targets"][0]["history"]] == ["accepted", "corrected"]
-    assert rank_viewer(viewer) == [] and panel.ranking.count() == 0
+    assert ranked() == [] and panel.ranking.count() == 0 and rank_viewer(viewer) == []
     assert len(rank_viewer(viewer, include_reviewed=True)) == 2
 
     out = tmp_path / "dataset"
