@@ -1,11 +1,11 @@
-"""The semantic map of a region equals the whole map cropped, whether or not only the region is upsampled."""
+"""Upsampling only what is kept (a tile's core, the valid region) gives the values of upsampling all."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sine_model.postprocess.decode import semantic_inference
+from sine_model.postprocess.decode import _to_padded_crop, semantic_inference
 from sine_model.postprocess.semantic_region import semantic_region_inference
 from sine_model.preprocess.transforms import Geometry
 
@@ -52,3 +52,17 @@ def test_scale_one_upsamples_only_the_region(monkeypatch):
     out = module.semantic_region_inference(torch.randn(8, 3), torch.randn(8, 56, 56), geometry,
                                            (slice(72, 150), slice(0, 72)))
     assert out.shape == (2, 78, 72)
+
+
+@pytest.mark.parametrize(("pad", "grid", "valid"), [
+    (896, 224, (520, 696)), (224, 56, (1, 224)), (224, 56, (223, 5)), (224, 56, (224, 224)),
+    (60, 14, (33, 60)),  # 60 / 14 is not an integer: the whole grid
+])
+def test_padded_crop_upsamples_only_the_valid_region(pad, grid, valid):
+    torch.manual_seed(pad)
+    masks = torch.randn(3, grid, grid) * 4
+    geometry = Geometry(pad=pad, valid_hw=valid, original_hw=valid)
+    whole = torch.nn.functional.interpolate(masks[None], size=(pad, pad), mode="bilinear",
+                                            align_corners=False)
+    torch.testing.assert_close(_to_padded_crop(masks, geometry), whole[:, :, : valid[0], : valid[1]],
+                               rtol=0, atol=1e-5)
