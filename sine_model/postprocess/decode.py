@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sine_model.modes import SEMANTIC_THRESHOLD  # FSS binarises at > 0.7 (tools/eval_fss.py)
+from sine_model.postprocess.window_upsample import upsample_window
 from sine_model.preprocess.transforms import Geometry
 
 #: VOS keeps every object (``tools/eval_vos.py`` threshold -1e9).
@@ -84,21 +85,9 @@ def _check_masks(mask_logits: torch.Tensor, name: str) -> None:
 
 
 def _to_padded_crop(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """Upsample ``(Q, h, w)`` to ``(P, P)`` and crop to ``(Q, h_r, w_r)``.
-
-    With an integer factor ``P / h`` only the cells under the valid region (plus one) are upsampled:
-    the same values (same source coordinates) without the work on the padding.
-    """
-    x = mask_logits.float().unsqueeze(0)
+    """Upsample ``(Q, h, w)`` to ``(P, P)`` and crop to ``(Q, h_r, w_r)`` (only the crop is upsampled)."""
     h_r, w_r = geometry.valid_hw
-    grid_h, grid_w = x.shape[-2:]
-    factor = geometry.pad // grid_h
-    if grid_h == grid_w and factor * grid_h == geometry.pad and (h_r, w_r) != (geometry.pad,) * 2:
-        x = x[..., : min(grid_h, -(-h_r // factor) + 1), : min(grid_w, -(-w_r // factor) + 1)]
-        x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    else:
-        x = F.interpolate(x, size=(geometry.pad, geometry.pad), mode="bilinear", align_corners=False)
-    return x[:, :, :h_r, :w_r]
+    return upsample_window(mask_logits, geometry.pad, slice(0, h_r), slice(0, w_r))
 
 
 def _resize_to_original(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
