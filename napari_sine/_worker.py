@@ -67,8 +67,9 @@ class RunRequest:
         -1 for RGB images.
     precision : str
         Autocast precision (``auto``, ``fp32``, ``bf16``, ``fp16``).
-    batch_size : int
-        Tiles per model call.
+    batch_size : int or None
+        Tiles per model call; None (default): the engine's automatic batching (each target's tiles in
+        calls of about a million input pixels, results still streamed target by target).
     calibrate : bool or None
         Choose the scale and the instance split rules on the references first
         (:func:`sine_model.fitting.calibration.calibrate`; the chosen scale replaces ``scale``).
@@ -94,7 +95,7 @@ class RunRequest:
     targets: Sequence[Any]
     channel_axis: int | None = None
     precision: str = "auto"
-    batch_size: int = 1
+    batch_size: int | None = None
     calibrate: bool | None = None
     adapt_steps: int | None = None
     refine_steps: int | None = None

@@ -88,7 +88,8 @@ def add_propagate_command(subparsers: Any) -> None:
     add("--instances", choices=INSTANCE_SOURCES, default=None,
         help="instance answer from SINE's instance queries or the components of the semantic answer "
              "(default: the model's; the embedded model uses semantic)")
-    add("--batch-size", type=int, default=1, help="tiles per model call")
+    add("--batch-size", type=int, default=None,
+        help="tiles per model call (default: automatic, about a million input pixels per call)")
     add("--memory", action="store_true", help="time-lapse: earlier frames help the ID mode")
     add_recipe_options(add)
     for mode in MODES:

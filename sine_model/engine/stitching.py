@@ -28,11 +28,11 @@ from sine_model.postprocess.decode import (
     Detections,
     id_inference,
     instance_inference,
-    semantic_inference,
     semantic_label_map,
 )
 from sine_model.postprocess.instance_split import InstanceStep
 from sine_model.postprocess.joint_decode import instance_semantic_inference
+from sine_model.postprocess.semantic_region import semantic_region_inference
 from sine_model.preprocess.transforms import Geometry
 
 __all__ = ["ObjectScore", "TargetResult", "assemble_target",
@@ -97,10 +97,10 @@ class TileOutput:
             out.instance = _cpu(instance_inference(
                 raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(), tokens.sem_labels,
                 geometry, score_threshold=thresholds["instance"], topk=instance_topk))
-        if "semantic" in modes:
-            probs = semantic_inference(raw["pred_ins_logits"][b].float(), raw["pred_ins_masks"][b].float(),
-                                       geometry)
-            out.semantic = probs[(slice(None), *tile.core_in_tile)].cpu().numpy()
+        if "semantic" in modes:  # only the core is kept: only the core is upsampled
+            out.semantic = semantic_region_inference(raw["pred_ins_logits"][b].float(),
+                                                     raw["pred_ins_masks"][b].float(), geometry,
+                                                     tile.core_in_tile).cpu().numpy()
         return out
 
 

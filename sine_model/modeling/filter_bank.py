@@ -14,6 +14,10 @@ values themselves (53 channels with the defaults). All filters are separable Gau
 applied with ``conv2d`` (one horizontal and one vertical pass per scale) and replicate padding;
 scales above ``base_sigma`` run on a box-downsampled pyramid level so kernels stay short. The
 kernels are non-persistent buffers: the bank adds nothing to a state dict and nothing to train.
+
+The separable passes stay dense ``conv2d`` calls although most of their kernel slots are zero: on a CPU
+(oneDNN, one thread) grouped or depthwise versions of them measured no faster (issue 22,
+docs/benchmarks.md); what did pay is padding each scale's input once and resizing each scale in one call.
 """
 
 from __future__ import annotations
@@ -139,21 +143,21 @@ class FilterBank(nn.Module):
         return (f"sigmas={self.sigmas}, levels={self.levels}, colour={self.colour}, "
                 f"include_raw={self.include_raw}, stride={self.stride}, num_features={self.num_features}")
 
-    def _scale_features(self, rgb: Tensor, i: int) -> list[Tensor]:
-        """The features of scale ``i`` from one pyramid level ``rgb`` (B, 3, h, w)."""
+    def _scale_features(self, rgb: Tensor, i: int) -> Tensor:
+        """The features of scale ``i`` from one pyramid level ``rgb`` (B, 3, h, w), stacked (B, f, h, w)."""
         sigma, inner = self.local_sigmas[i], self.inner_sigmas[i]
         horizontal, vertical = getattr(self, f"horizontal_{i}"), getattr(self, f"vertical_{i}")
         radius = horizontal.shape[-1] // 2
-        x = torch.cat([rgb.mean(dim=1, keepdim=True), rgb], dim=1)
-        x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), horizontal)
-        x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), vertical)
+        # Replicating rows commutes with the horizontal pass, so one padding of the 4-channel input
+        # serves both passes (the same values as padding the 8-channel intermediate, at half the copy).
+        x = F.pad(torch.cat([rgb.mean(dim=1, keepdim=True), rgb], dim=1), (radius,) * 4, mode="replicate")
+        x = F.conv2d(F.conv2d(x, horizontal), vertical)
         smooth, gx, gy, hxx, hyy, hxy, ix, iy = x[:, :8].split(1, dim=1)
         products = torch.cat([ix * ix, iy * iy, ix * iy], dim=1) * inner**2
         g = horizontal[5, 1, 0]  # the outer Gaussian (see _scale_weights)
-        products = F.conv2d(F.pad(products, (radius, radius, 0, 0), mode="replicate"),
-                            g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-        products = F.conv2d(F.pad(products, (0, 0, radius, radius), mode="replicate"),
-                            g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+        products = F.pad(products, (radius,) * 4, mode="replicate")
+        products = F.conv2d(products, g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        products = F.conv2d(products, g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
         big, small = _eigen_sym(products[:, :1], products[:, 1:2], products[:, 2:])
         out = [
             smooth,
@@ -165,7 +169,7 @@ class FilterBank(nn.Module):
         ]
         if self.colour:
             out.append(x[:, 8:])
-        return out
+        return torch.cat(out, dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
         """ImageNet-normalised images (B, 3, H, W) → features (B, F, H // stride, W // stride)."""
@@ -177,9 +181,10 @@ class FilterBank(nn.Module):
             for level in range(1, max(self.levels) + 1):
                 prev = pyramid[level - 1]
                 pyramid[level] = F.avg_pool2d(prev, 2, ceil_mode=True) if min(prev.shape[-2:]) > 1 else prev
+            # each scale's features are resized together: one call per scale instead of one per feature
             features = [_resize(rgb, size)] if self.include_raw else []
-            for i, level in enumerate(self.levels):
-                features.extend(_resize(f, size) for f in self._scale_features(pyramid[level], i))
+            features.extend(_resize(self._scale_features(pyramid[level], i), size)
+                            for i, level in enumerate(self.levels))
             return torch.cat(features, dim=1).to(images.dtype)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sine_model.modes import SEMANTIC_THRESHOLD  # FSS binarises at > 0.7 (tools/eval_fss.py)
+from sine_model.postprocess.window_upsample import upsample_window
 from sine_model.preprocess.transforms import Geometry
 
 #: VOS keeps every object (``tools/eval_vos.py`` threshold -1e9).
@@ -84,11 +85,9 @@ def _check_masks(mask_logits: torch.Tensor, name: str) -> None:
 
 
 def _to_padded_crop(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """Upsample ``(Q, h, w)`` to ``(P, P)`` and crop to ``(Q, h_r, w_r)``."""
-    x = mask_logits.float().unsqueeze(0)
-    x = F.interpolate(x, size=(geometry.pad, geometry.pad), mode="bilinear", align_corners=False)
+    """Upsample ``(Q, h, w)`` to ``(P, P)`` and crop to ``(Q, h_r, w_r)`` (only the crop is upsampled)."""
     h_r, w_r = geometry.valid_hw
-    return x[:, :, :h_r, :w_r]
+    return upsample_window(mask_logits, geometry.pad, slice(0, h_r), slice(0, w_r))
 
 
 def _resize_to_original(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:

@@ -87,6 +87,15 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     """``labels`` with objects of fewer than ``min_size`` pixels set to 0 (a copy when any is removed)."""
     if min_size <= 1 or not labels.any():
         return labels
+    counts = _dense_counts(labels)
+    if counts is not None:  # small non-negative ids (components): a lookup table, no sort
+        small = counts < min_size
+        small[0] = False
+        if not small.any():
+            return labels
+        labels = labels.copy()
+        labels[small[labels]] = 0
+        return labels
     # np.unique, not np.bincount: ids are names, and a valid id of 2**31-1 must not size an array
     values, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     small = (sizes < min_size) & (values != 0)
@@ -99,11 +108,31 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """uint32 labels renumbered 1..n in order of value, 0 kept as background."""
+    counts = _dense_counts(labels)
+    if counts is not None:  # the same numbering through a lookup table (no sort)
+        values = np.flatnonzero(counts)
+        lookup = np.zeros(counts.size, np.uint32)
+        lookup[values] = np.arange(values.size, dtype=np.uint32) + (values.size > 0 and values[0] != 0)
+        return lookup[labels]
     values, inverse = np.unique(labels, return_inverse=True)
     out = inverse.reshape(labels.shape).astype(np.uint32)
     if values.size and values[0] != 0:
         out += 1
     return out
+
+
+def _dense_counts(labels: np.ndarray) -> np.ndarray | None:
+    """Pixels per id (``np.bincount``) when ids are non-negative integers below the pixel count, else None.
+
+    Component labels (1..n) qualify; then a count table costs one pass instead of ``np.unique``'s sort.
+    """
+    if labels.size == 0 or labels.dtype.kind not in "iu":
+        return None
+    if labels.dtype.kind == "i" and labels.min() < 0:
+        return None
+    if int(labels.max()) >= labels.size:
+        return None
+    return np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=1)
 
 
 def _median_area(label_images: Sequence[np.ndarray]) -> float:

@@ -68,6 +68,7 @@ def test_full_run_creates_proposal_layers(sample_viewer, qtbot):
         assert record["references"][0]["labels"]["layer"] == "reference labels"
         assert record["parameters"]["scale"] == 0.16 and record["parameters"]["device"] == "cpu"
         assert record["parameters"]["instance_source"] == "queries"  # the tiny preset's
+        assert record["parameters"]["batch_size"] is None  # the engine's automatic batching
         assert record["target"] == {"layer": "targets", "source": None, "stack_axis": 0,
                                     "shape": [3, 520, 696]}
         assert record["targets_done"] == 3 and record["cancelled"] is False
@@ -82,6 +83,7 @@ def test_full_run_creates_proposal_layers(sample_viewer, qtbot):
     assert widget.review.proposals.layer() is viewer.layers["targets [SINE id]"]
     assert viewer.layers.selection.active is viewer.layers["reference labels"]  # the run left it
 
+    assert widget.runner.holder.propagator._per_target_batches  # batch_size=None reached the engine
     widget.run()  # a re-run reuses the proposal layers
     wait_for_run(qtbot, widget)
     assert sum("[SINE" in layer.name for layer in viewer.layers) == 3

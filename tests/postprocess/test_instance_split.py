@@ -69,6 +69,36 @@ def test_small_pieces_are_dropped_and_ids_are_sequential():
     assert out.dtype == np.uint32 and set(np.unique(out)) == {0, 1}
 
 
+def _sorted_remove_small(labels, min_size):
+    values, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    return np.where(((sizes < min_size) & (values != 0))[inverse.reshape(labels.shape)], 0, labels)
+
+
+def _sorted_relabel(labels):
+    values, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.uint32) + (1 if values.size and values[0] != 0 else 0)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize("ids", ["components", "sparse", "no background", "huge"])
+def test_count_table_and_sort_give_the_same_labels(dtype, ids):
+    """The bincount path (small non-negative ids) and the np.unique path agree on every kind of id."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 12, size=(40, 50)) ** 2  # ids 0..121 with sizes from 1 pixel up
+    if ids == "components":
+        labels = rng.integers(0, 30, size=(40, 50))
+    elif ids == "no background":
+        labels = labels + 3
+    elif ids == "huge":  # above the pixel count: the sort path
+        labels = labels + (np.iinfo(np.int32).max - 200)
+    labels = labels.astype(dtype)
+    for min_size in (2, 15, 40):
+        np.testing.assert_array_equal(remove_small(labels, min_size), _sorted_remove_small(labels, min_size))
+    relabelled = relabel_sequential(labels)
+    assert relabelled.dtype == np.uint32
+    np.testing.assert_array_equal(relabelled, _sorted_relabel(labels))
+
+
 def test_semantic_components_split_each_class_by_its_own_step():
     disks, rods = touching_disks(), bars()
     class_map = np.zeros((60, 240), np.uint8)
