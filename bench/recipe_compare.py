@@ -40,10 +40,10 @@ METHODS: dict[str, dict | None] = {
 SETS = ("dsb2018", "miccai2015", "isbi2012", "epfl")
 
 
-def interleaved_plan(max_refs: int, max_targets: int) -> list[evaluate.Pairing]:
+def interleaved_plan(max_refs: int, max_targets: int, sets: Sequence[str] = SETS) -> list[evaluate.Pairing]:
     """The harness's pairs, references in rounds: every group's first reference, then the second ones."""
     plans = []
-    for dataset in SETS:
+    for dataset in sets:
         groups = evaluate.DSB_HELDOUT_GROUPS if dataset == "dsb2018" else None
         plans.append(evaluate.plan_pairs(dataset, evaluate.load_groups(dataset, groups=groups), max_refs,
                                          max_targets))
@@ -54,7 +54,7 @@ def interleaved_plan(max_refs: int, max_targets: int) -> list[evaluate.Pairing]:
     return [refs[k] for k in range(rounds) for refs in by_group.values() if k < len(refs)]
 
 
-def run(method: str, out: Path, max_refs: int, max_targets: int) -> None:
+def run(method: str, out: Path, max_refs: int, max_targets: int, sets: Sequence[str] = SETS) -> None:
     options = METHODS[method]
     if options is None:
         runner = RandomForestBaseline(border=True, n_jobs=1)
@@ -63,7 +63,7 @@ def run(method: str, out: Path, max_refs: int, max_targets: int) -> None:
         runner = ModelRunner(model, method, pad=pad, instance_sources=["semantic"], **options)
     runner.name = method
     records: list[dict] = []
-    for pairing in interleaved_plan(max_refs, max_targets):
+    for pairing in interleaved_plan(max_refs, max_targets, sets):
         found = evaluate.run_plan(runner, [pairing], id_crops=False, log=lambda s: print(s, flush=True))
         records += [r for r in found if not r["method"].endswith("[components instances]")]
         out.write_text(json.dumps(records, indent=1, default=str))
@@ -71,7 +71,11 @@ def run(method: str, out: Path, max_refs: int, max_targets: int) -> None:
 
 def table(paths: Sequence[Path]) -> str:
     """Markdown rows: F1 per set (spread over references, pairs), mean, fit seconds, seconds per target."""
-    runs = {p: json.loads(Path(p).read_text()) for p in paths}
+    runs: dict[str, list[dict]] = {}
+    for path in paths:  # files of one method (e.g. one per set) are merged
+        records = json.loads(Path(path).read_text())
+        if records:
+            runs.setdefault(records[0]["method"], []).extend(records)
     key = lambda r: (r["reference"], r["target"])  # noqa: E731
     common = set.intersection(*({key(r) for r in records} for records in runs.values()))
     lines = ["| method | " + " | ".join(SETS) + " | mean | fit s (median, range) | s/target (median) |",
@@ -107,12 +111,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="JSON file of per-pair records (rewritten per reference)")
     parser.add_argument("--max-refs", type=int, default=2)
     parser.add_argument("--max-targets", type=int, default=2)
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
+                        help="datasets, in this order within each round of references")
     parser.add_argument("--table", nargs="+", type=Path, help="print the comparison of these JSON files")
     args = parser.parse_args(argv)
     if args.table:
         print(table(args.table))
     elif args.method and args.out:
-        run(args.method, args.out, args.max_refs, args.max_targets)
+        run(args.method, args.out, args.max_refs, args.max_targets, args.sets)
     else:
         parser.error("give a METHOD and --out, or --table FILE ...")
 
