@@ -2,8 +2,10 @@
 
 ``train CONFIG`` runs :class:`~sine_model.training.loop.Trainer` (exit 0; 130 after Ctrl-C, with a
 checkpoint saved; a bad config raises :class:`ValueError`, which the main CLI reports with exit 2).
-``adapt`` fine-tunes a model's neck and decoder on labelled references for a bounded time and writes
-the adapted weights as a napari-sine safetensors file that ``propagate --model FILE`` accepts.
+``adapt`` fine-tunes a model's neck and decoder on labelled references for a number of optimiser steps
+(seeded, so a run repeats on any machine; a wall-clock cap is only a safety net that says when it cut the
+run short) and writes the adapted weights as a napari-sine safetensors file that ``propagate --model FILE``
+accepts.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sine_model.cli.common import EXIT_INTERRUPTED, EXIT_OK, classes_type
+from sine_model.cli.common import EXIT_INTERRUPTED, EXIT_OK, classes_type, steps_type
 
-__all__ = ["add_train_commands", "cmd_train", "cmd_adapt"]
+__all__ = ["ADAPT_STEPS", "ADAPT_MAX_SECONDS", "add_train_commands", "cmd_train", "cmd_adapt"]
+
+#: Default optimiser steps of ``napari-sine adapt``: :data:`sine_model.fitting.adaptation.ADAPT_STEPS`
+#: (repeated here so that parsing the command line does not import torch; a test keeps them equal).
+ADAPT_STEPS = 80
+#: Default wall-clock safety cap of ``napari-sine adapt``, in seconds (``MAX_ADAPT_SECONDS`` there).
+ADAPT_MAX_SECONDS = 600.0
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -82,15 +90,43 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     preset = _preset_of(args.model)
     model = from_pretrained(args.model or preset, device=select_device(args.device))
     pairs = [(read_image(i), read_image(lab)) for i, lab in zip(args.ref, args.ref_labels, strict=True)]
-    result = adapt(model, pairs, args.seconds, classes=args.classes, inplace=True, pad=args.pad,
-                   scale=args.scale, channel_axis=args.channel_axis, seed=args.seed)
+    result = adapt(model, pairs, args.max_seconds, max_steps=args.steps, classes=args.classes, inplace=True,
+                   pad=args.pad, scale=args.scale, channel_axis=args.channel_axis, seed=args.seed)
     digest = save_preset_weights(result.model, preset, args.out)
     first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"),) * 2
+    cut = (f"; the {args.max_seconds:g} s safety cap cut it short of {args.steps} steps, so this result "
+           "depends on the machine's speed") if result.cut_short else ""
     print(f"Adapted {result.trained_parameters:,} parameters in {result.steps} steps "
-          f"({result.seconds:.1f} s); "
+          f"({result.seconds:.1f} s{cut}); "
           f"loss {first:.3f} -> {last:.3f}. Wrote {args.out} (sha256 {digest[:12]}…); use it with "
           f"`napari-sine propagate --model {args.out} ...`")
     return EXIT_OK
+
+
+def _adapt_steps(text: str) -> int:
+    """argparse type of ``adapt --steps``: a positive number of optimiser steps."""
+    try:
+        return steps_type(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"needs a positive whole number of steps, got {text!r}") from None
+
+
+def _seconds_cap(text: str) -> float:
+    """argparse type of ``adapt --max-seconds``: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"needs a positive number of seconds, got {text}")
+    return value
+
+
+def _no_seconds_budget(text: str) -> float:
+    """``adapt --seconds`` (the old time budget): refused with the replacement named."""
+    raise argparse.ArgumentTypeError(
+        f"the budget is now a number of steps, so that a run repeats on any machine: use --steps N "
+        f"(default {ADAPT_STEPS}); --max-seconds {text} keeps a wall-clock cap as a safety net")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -115,7 +151,8 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     a = subparsers.add_parser(
         "adapt", help="fine-tune a model's neck and decoder on labelled references (test-time adaptation)",
         description="Fine-tune the neck and decoder (the encoder stays frozen) on crop pairs of the "
-                    "reference images for a bounded time; write the adapted weights as safetensors.",
+                    "reference images for a number of steps (seeded: the same inputs give the same "
+                    "weights on any machine); write the adapted weights as safetensors.",
     )
     a.add_argument("--ref", action="append", required=True, metavar="IMG",
                    help="reference image (repeatable)")
@@ -124,7 +161,11 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--out", required=True, type=Path, metavar="FILE", help="adapted weights (.safetensors)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a.add_argument("--model", metavar="NAME_OR_PATH", help="preset name or napari-sine safetensors file")
-    a.add_argument("--seconds", type=float, default=60.0, help="time budget (default: %(default)s)")
+    a.add_argument("--steps", type=_adapt_steps, default=ADAPT_STEPS, metavar="STEPS",
+                   help="optimiser steps: the budget (default: %(default)s)")
+    a.add_argument("--max-seconds", type=_seconds_cap, default=ADAPT_MAX_SECONDS, metavar="S",
+                   help="wall-clock safety cap; a run it stops early says so (default: %(default)g)")
+    a.add_argument("--seconds", type=_no_seconds_budget, help=argparse.SUPPRESS)
     a.add_argument("--pad", type=int, default=224, help="training crop side, multiple of 14 (default 224)")
     a.add_argument("--scale", type=float, default=1.0, help="resize factor used at inference")
     a.add_argument("--channel-axis", type=int, metavar="N", help="channel axis of multichannel images")

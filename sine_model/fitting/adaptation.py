@@ -4,9 +4,10 @@
 :class:`~sine_model.training.pairs.PairSampler` (crop pairs — two augmented views of one image, which
 carry the ID supervision — and, with several references, cross pairs between them), and trains the
 neck (``image_encoder.neck``) and the decoder (``transformer_decoder``) with the training losses for a
-bounded wall-clock time. The encoder — the DINOv2 ViT or the embedded model's small encoder — stays
-frozen, so cached encoder features stay valid. By default the caller's model is not modified: an
-adapted copy is returned.
+number of optimiser steps (seeded: the same inputs give the same weights on any machine; a wall-clock cap
+is only a safety net, and :attr:`AdaptResult.cut_short` says when it stopped a run early). The encoder —
+the DINOv2 ViT or the embedded model's small encoder — stays frozen, so cached encoder features stay
+valid. By default the caller's model is not modified: an adapted copy is returned.
 
 :func:`adapt_propagator` does the same for a :class:`~sine_model.engine.propagator.Propagator` and re-encodes
 its references with the adapted neck. With ``cross_fit`` (used when a full-resolution refiner is fitted
@@ -33,7 +34,13 @@ from sine_model.training.config import LossConfig
 from sine_model.training.loop import build_criterion, episode_losses, param_groups
 from sine_model.training.pairs import PairConfig, PairItem, PairSampler
 
-__all__ = ["AdaptResult", "adapt", "adapt_propagator", "average_weights", "trainable_for_adaptation"]
+__all__ = ["ADAPT_STEPS", "MAX_ADAPT_SECONDS", "AdaptResult", "adapt", "adapt_propagator", "average_weights",
+           "trainable_for_adaptation"]
+
+#: Default step budget of :func:`adapt` (per adapted copy).
+ADAPT_STEPS = 80
+#: Default wall-clock safety cap of :func:`adapt`, in seconds.
+MAX_ADAPT_SECONDS = 600.0
 
 
 @dataclass
@@ -120,10 +127,10 @@ def _versions(module: nn.Module) -> list[int]:
 def adapt(
     model: SINE,
     pairs: Sequence[Any],
-    seconds: float = 60.0,
+    seconds: float = MAX_ADAPT_SECONDS,
     *,
     classes: Mapping[int, int] | None = None,
-    max_steps: int | None = None,
+    max_steps: int | None = ADAPT_STEPS,
     inplace: bool = False,
     pad: int = 224,
     scale: float = 1.0,
@@ -139,7 +146,7 @@ def adapt(
     device: str | torch.device | None = None,
     train_encoder: bool = False,
 ) -> AdaptResult:
-    """Fine-tune the neck and decoder of ``model`` on crop pairs of labelled references, for a bounded time.
+    """Fine-tune the neck and decoder of ``model`` on crop pairs of labelled references, ``max_steps`` steps.
 
     Parameters
     ----------
@@ -149,12 +156,13 @@ def adapt(
         Reference images (2-D, or 3-D with channels) and their instance label images (0 = background);
         :class:`~sine_model.training.pairs.PairItem` objects are accepted too.
     seconds : float
-        Wall-clock budget of the whole call (> 0); with ``max_steps``, a safety cap only. A step is not
-        started when the mean step time says it would end after it; at least one step is always taken.
+        Wall-clock safety cap of the whole call (> 0): a step is not started when the mean step time says
+        it would end after it (at least one step is always taken); ``cut_short`` then says so.
     classes : mapping, optional
         Label value → class id, as for :meth:`Propagator.set_references` (default: all class 1).
-    max_steps : int, optional
-        Stop after this many steps: the budget that makes a run repeat on any machine (seeded).
+    max_steps : int or None
+        Stop after this many steps (default :data:`ADAPT_STEPS`): the budget that makes a run repeat on
+        any machine (seeded). None: ``seconds`` alone bounds it (the result then depends on the machine).
     inplace : bool
         Adapt ``model`` itself. False (default): adapt a deep copy and leave ``model`` untouched.
     pad : int
@@ -306,7 +314,7 @@ def _cross_fit(model: SINE, training_pairs: Sequence[Any], seconds: float, class
 def adapt_propagator(
     propagator: Any,
     pairs: Sequence[Any],
-    seconds: float = 60.0,
+    seconds: float = MAX_ADAPT_SECONDS,
     *,
     classes: Mapping[int, int] | None = None,
     inplace: bool = False,
@@ -328,7 +336,8 @@ def adapt_propagator(
     pairs : sequence of (image, labels)
         The reference pairs (as for :meth:`Propagator.set_references`).
     seconds : float
-        Time budget of the adaptation.
+        Wall-clock safety cap of the adaptation (the budget is ``max_steps`` in ``options``, default
+        :data:`ADAPT_STEPS` per adapted copy).
     classes : mapping, optional
         Label value → class id.
     inplace : bool

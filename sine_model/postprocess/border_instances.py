@@ -60,23 +60,34 @@ class RefinedMaps:
         likely answer.
     seeds : np.ndarray
         ``(H, W)`` bool: object pixels whose most likely answer is not the border.
+    heights : np.ndarray, optional
+        ``(C, H, W)`` the watershed's height per class: the class probability without the border share,
+        which dips on the border between touching objects (default: ``probs``).
+    min_areas : mapping, optional
+        Class id -> smallest instance learned from the references (pixels); instances also respect the
+        caller's ``min_area``, whichever is larger.
     """
 
     probs: np.ndarray
     label_map: np.ndarray
     seeds: np.ndarray
+    heights: np.ndarray | None = None
+    min_areas: Mapping[int, int] | None = None
 
     def instances(self, class_ids: Sequence[int], min_area: Mapping[int, int],
                   min_score: float = float("-inf")) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
         """Instances per class (seeded watershed on the class probability), ids by descending score.
 
-        Rows are (id, mean class probability inside, class); pieces under the class's ``min_area`` or
-        scoring under ``min_score`` are dropped.
+        Rows are (id, mean class probability inside, class); pieces under the class's ``min_area`` (or
+        the refiner's own floor, :attr:`min_areas`, if larger) or scoring under ``min_score`` are dropped.
         """
         scores = {int(cls): self.probs[channel] for channel, cls in enumerate(class_ids)}
-        steps = {cls: _SeededSplit(self.seeds, score, int(min_area.get(cls, 1)))
-                 for cls, score in scores.items()}
-        return semantic_components(self.label_map, min_area, scores, min_score, steps)
+        heights = scores if self.heights is None else \
+            {int(cls): self.heights[channel] for channel, cls in enumerate(class_ids)}
+        own = self.min_areas or {}
+        floors = {cls: max(int(min_area.get(cls, 1)), int(own.get(cls, 1))) for cls in scores}
+        steps = {cls: _SeededSplit(self.seeds, heights[cls], floors[cls]) for cls in scores}
+        return semantic_components(self.label_map, floors, scores, min_score, steps)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ stitched per-class map (upsampled, what SINE learned from the references) and fi
 features of the image (:class:`~sine_model.modeling.filter_bank.FilterBank`: smoothing, edges, Laplacian,
 Hessian and structure-tensor eigenvalues at σ 0.7–16). A small per-pixel MLP maps them to background,
 each reference class and an object-border class (the objects' inner rim, as ilastik users label it for
-touching objects). Border-free object pixels seed a watershed that shares the border pixels out, so
-touching objects come apart.
+touching objects). As in the forest + border baseline, a pixel is object where background is not its most
+likely answer, pixels whose most likely answer is a class (not the border) seed a watershed on that class's
+probability (which dips on the border), the watershed shares the border pixels out, so touching objects
+come apart, and pieces under a floor learned from the reference objects' sizes are dropped.
 
 The MLP is trained on the references by :func:`sine_model.fitting.refiner.fit_refiner`.
 """
@@ -27,7 +29,8 @@ from sine_model.modeling.filter_bank import FilterBank
 from sine_model.postprocess.border_instances import RefinedMaps, inner_rim, seeded_instances
 from sine_model.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner", "RefinedMaps", "inner_rim", "seeded_instances"]
+__all__ = ["MIN_INSTANCE_FRACTION", "MIN_INSTANCE_PIXELS", "REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner",
+           "RefinedMaps", "inner_rim", "seeded_instances"]
 
 #: Scales (pixels) of the refiner's filter-bank features: ilastik's range, up to 16.
 REFINER_SIGMAS: tuple[float, ...] = (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)
@@ -45,6 +48,11 @@ STRIP_PIXELS = 1 << 20
 #: Rows of context added above and below each strip (a multiple of 16; from 96 on, strips give the
 #: whole image's features to float precision: the largest scale is smoothed twice).
 STRIP_MARGIN = 96
+#: Smallest instance the refiner keeps, as a fraction of the median reference object area of its class
+#: (at least :data:`MIN_INSTANCE_PIXELS`): the floor of the reference-chosen split rules
+#: (:func:`~sine_model.postprocess.instance_split.candidate_steps`) and of the forest + border baseline.
+MIN_INSTANCE_FRACTION = 0.15
+MIN_INSTANCE_PIXELS = 4
 
 
 class PixelRefiner(nn.Module):
@@ -84,8 +92,16 @@ class PixelRefiner(nn.Module):
         self.num_outputs = len(self.class_ids) + 2  # background, the classes, border
         self.register_buffer("shift", torch.zeros(n_in))
         self.register_buffer("spread", torch.ones(n_in))
+        # smallest instance per class (pixels), learned from the references by set_min_areas
+        self.register_buffer("min_areas", torch.ones(len(self.class_ids), dtype=torch.long))
         self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                   nn.Linear(hidden, self.num_outputs))
+
+    def set_min_areas(self, median_areas: dict[int, float]) -> None:
+        """Set each class's smallest instance from its reference objects' median area (pixels)."""
+        floors = [max(MIN_INSTANCE_PIXELS, int(MIN_INSTANCE_FRACTION * float(median_areas.get(c, 0))))
+                  for c in self.class_ids]
+        self.min_areas.copy_(torch.tensor(floors, dtype=torch.long))
 
     @property
     def num_inputs(self) -> int:
@@ -162,8 +178,11 @@ class PixelRefiner(nn.Module):
         class_probs = classes.copy()
         top = np.take_along_axis(classes, best[None], 0)[0]
         np.put_along_axis(class_probs, best[None], (top + border)[None], 0)
-        foreground = background < 1.0 - background  # object (any class or border) more likely than not
+        # object where background is not the most likely answer, seeds where a class is (the forest +
+        # border baseline's rule; "object more likely than background" grew objects into each other)
+        foreground = background < np.maximum(top, border)
         lut = np.asarray(self.class_ids, np.int64)
         label_map = np.where(foreground, lut[best], 0)
-        seeds = foreground & (border < top)
-        return RefinedMaps(class_probs, label_map, seeds)
+        seeds = foreground & (top > border)
+        floors = dict(zip(self.class_ids, self.min_areas.tolist(), strict=True))
+        return RefinedMaps(class_probs, label_map, seeds, heights=classes, min_areas=floors)

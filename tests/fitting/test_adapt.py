@@ -221,7 +221,7 @@ def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):
     add_train_commands(parser.add_subparsers(dest="command"))
     out = tmp_path / "adapted.safetensors"
     args = parser.parse_args(["adapt", "--ref", str(tmp_path / "ref.tif"), "--ref-labels",
-                              str(tmp_path / "ref_labels.tif"), "--model", str(start), "--seconds", "1",
+                              str(tmp_path / "ref_labels.tif"), "--model", str(start), "--steps", "2",
                               "--pad", "56", "--out", str(out), "--device", "cpu"])
     assert args.handler(args) == 0
     adapted = from_pretrained(out)
@@ -230,3 +230,70 @@ def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):
     assert same(start_state, adapted.state_dict(), "image_encoder.encoder.")
     with pytest.raises(FileExistsError):
         args.handler(args)
+
+
+def test_cli_adapt_budget_is_steps_and_repeats(tmp_path, monkeypatch, capsys):
+    from sine_model.cli import train as train_cli
+    from sine_model.hub.presets import PRESETS, LicenceNotice, Preset, WeightSource
+    from sine_model.hub.pretrained import from_pretrained, save_preset_weights
+
+    assert train_cli.ADAPT_STEPS == adapt_module.ADAPT_STEPS  # the CLI's default is the library's
+    assert train_cli.ADAPT_MAX_SECONDS == adapt_module.MAX_ADAPT_SECONDS
+    monkeypatch.setenv("SINE_CACHE_DIR", str(tmp_path / "cache"))
+    architecture = replace(get_preset(EMBEDDED_PRESET).model, kind="cnn", **TINY)
+    preset = Preset(name="test-embedded-tiny", description="tiny", model=architecture,
+                    weights=WeightSource(kind="url", location="https://example.invalid/w"),
+                    licence=LicenceNotice("CC0", "none"))
+    monkeypatch.setitem(PRESETS, preset.name, preset)
+    start = tmp_path / "start.safetensors"
+    save_preset_weights(tiny_embedded(), preset, start)
+    import tifffile
+
+    image, labels = blob_pair()
+    tifffile.imwrite(tmp_path / "ref.tif", image)
+    tifffile.imwrite(tmp_path / "ref_labels.tif", labels)
+    parser = argparse.ArgumentParser()
+    add_train_commands(parser.add_subparsers(dest="command"))
+    common = ["adapt", "--ref", str(tmp_path / "ref.tif"), "--ref-labels", str(tmp_path / "ref_labels.tif"),
+              "--model", str(start), "--pad", "56", "--device", "cpu"]
+    states = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.safetensors"
+        args = parser.parse_args([*common, "--steps", "3", "--out", str(out)])
+        assert args.handler(args) == 0
+        assert "in 3 steps" in capsys.readouterr().out
+        states.append(from_pretrained(out).state_dict())
+    assert same(states[0], states[1], "transformer_decoder.")  # seeded steps: the same weights twice
+    for bad, words in ((["--steps", "0"], "positive whole number of steps"),
+                       (["--seconds", "60"], "use --steps N"), (["--max-seconds", "0"], "positive")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*common, "--out", str(tmp_path / "c.safetensors"), *bad])
+        assert words in capsys.readouterr().err
+
+
+def test_cli_adapt_says_when_the_safety_cap_cut_it_short(tmp_path, monkeypatch, capsys):
+    from sine_model.cli import train as train_cli
+
+    seen = {}
+
+    def fake_adapt(model, pairs, seconds, **options):
+        seen.update(options, seconds=seconds)
+        return adapt_module.AdaptResult(model=model, steps=1, seconds=seconds, losses=[1.0], cut_short=True)
+
+    monkeypatch.setattr(adapt_module, "adapt", fake_adapt)
+    monkeypatch.setattr(train_cli, "_preset_of", lambda name: EMBEDDED_PRESET)
+    monkeypatch.setattr("sine_model.hub.pretrained.from_pretrained", lambda *a, **k: tiny_embedded())
+    monkeypatch.setattr("sine_model.hub.pretrained.save_preset_weights", lambda *a: "0" * 64)
+    import tifffile
+
+    image, labels = blob_pair()
+    tifffile.imwrite(tmp_path / "ref.tif", image)
+    tifffile.imwrite(tmp_path / "ref_labels.tif", labels)
+    parser = argparse.ArgumentParser()
+    add_train_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["adapt", "--ref", str(tmp_path / "ref.tif"), "--ref-labels",
+                              str(tmp_path / "ref_labels.tif"), "--steps", "50", "--max-seconds", "5",
+                              "--out", str(tmp_path / "x.safetensors"), "--device", "cpu"])
+    assert args.handler(args) == 0
+    assert seen["max_steps"] == 50 and seen["seconds"] == 5.0
+    assert "safety cap cut it short of 50 steps" in capsys.readouterr().out

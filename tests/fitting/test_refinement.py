@@ -74,6 +74,42 @@ def test_refined_maps_instances_are_scored_and_filtered():
     assert len(kept) == 1
 
 
+def test_refined_maps_use_heights_and_the_refiners_own_size_floor():
+    label_map = np.zeros((10, 30), np.int64)
+    label_map[2:8, 2:18] = 1
+    label_map[2:4, 24:27] = 1  # a 6-pixel speck
+    seeds = label_map > 0
+    seeds[:, 8:14] = False
+    probs = np.where(label_map > 0, 0.9, 0.0)[None].astype(np.float32)
+    heights = probs.copy()
+    heights[0, :, 12:14] = 0.2  # the border dips at the right of the seed gap: the cut follows the dip
+    maps = RefinedMaps(probs, label_map, seeds, heights=heights, min_areas={1: 8})
+    instances, rows = maps.instances([1], {1: 4})
+    assert len(rows) == 2  # the speck is under the refiner's floor (8), though over the caller's (4)
+    assert instances[4, 11] == instances[4, 4] and instances[4, 14] != instances[4, 4]
+    flat, flat_rows = RefinedMaps(probs, label_map, seeds).instances([1], {1: 4})
+    assert len(flat_rows) == 3  # without the refiner's floor the speck stays
+    assert flat[4, 11] != flat[4, 4]  # and without heights the cut is in the middle of the gap
+
+
+def test_refine_takes_background_where_it_is_the_most_likely_answer():
+    refiner = PixelRefiner([1], use_model_maps=False)
+    # logits of background, class, border for three pixels: background most likely but under one half;
+    # class most likely; border most likely (an object pixel, but no seed)
+    logits = torch.log(torch.tensor([[0.45, 0.30, 0.25], [0.2, 0.5, 0.3], [0.2, 0.3, 0.5]]))
+    refiner.head = torch.nn.Sequential(torch.nn.Linear(refiner.num_inputs, 3))
+    refiner.head[0].weight.data.zero_()
+    rgb = np.zeros((1, 3, 3), np.float32)
+    out = []
+    for row in logits:
+        refiner.head[0].bias.data.copy_(row)
+        out.append(refiner.refine(rgb, np.zeros((1, 1, 3), np.float32)))
+    assert [int(m.label_map[0, 0]) for m in out] == [0, 1, 1]
+    assert [bool(m.seeds[0, 0]) for m in out] == [False, True, False]
+    np.testing.assert_allclose(out[1].heights[0, 0, 0], 0.5, atol=1e-5)  # without the border share
+    np.testing.assert_allclose(out[1].probs[0, 0, 0], 0.8, atol=1e-5)  # with it
+
+
 @pytest.mark.parametrize("basic_channels", [0, 3])
 def test_strips_cover_the_image_and_check_the_maps(monkeypatch, basic_channels):
     refiner = PixelRefiner([1, 2], basic_channels=basic_channels)
@@ -116,6 +152,8 @@ def test_fit_refiner_learns_the_references_objects_whatever_the_model(use_model_
     assert foreground_iou(truth > 0, result.labels["semantic"] > 0) > 0.85
     assert match_instances(truth, result.labels["instance"]).f1 > 0.8
     assert {s.mode for s in result.scores} == {"instance", "semantic"}
+    median = float(np.median(np.unique(reference[1][reference[1] > 0], return_counts=True)[1]))
+    assert propagator.refiner.min_areas.tolist() == [max(4, int(0.15 * median))]  # learned floor
 
 
 def test_engine_hooks_keep_maps_and_drop_a_stale_refiner():
