@@ -79,7 +79,7 @@ def child(count: int, workers: int, every: int) -> dict:
             "client_cpu_ms_per_target": 1000 * cpu / count, "store_bytes_per_target": store_bytes / count}
 
 
-def table(rows: list[dict], command: str) -> str:
+def table(rows: list[dict], command: str, unfinished: list[int] | None = None) -> str:
     lines = [
         "### Peak memory vs number of targets",
         "",
@@ -103,6 +103,9 @@ def table(rows: list[dict], command: str) -> str:
         worker = 100 * (max(last["worker_mb"]) / max(first["worker_mb"]) - 1)
         lines += ["", f"- {last['targets']:,} vs {first['targets']:,} targets: client peak RSS "
                   f"{client:+.1f} %, largest worker peak RSS {worker:+.1f} % (target: within +10 %)."]
+    if unfinished:
+        lines += ["", "- Not measured (the command was still running or was stopped when this was written): "
+                  + ", ".join(f"{count:,}" for count in unfinished) + " targets."]
     return "\n".join(lines)
 
 
@@ -119,15 +122,17 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.workers, args.progress_every)))
         return 0
-    rows = []
-    for count in args.counts:
+    command = "python bench/scale_rss.py --counts " + " ".join(map(str, args.counts)) + \
+        f" --workers {args.workers}" + (" --write" if args.write else "")
+    rows: list[dict] = []
+    for position, count in enumerate(args.counts):
         argv = [sys.executable, __file__, "--child", str(count), "--workers", str(args.workers),
                 "--progress-every", str(args.progress_every)]
         done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)  # stderr: progress
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    command = "python bench/scale_rss.py --counts " + " ".join(map(str, args.counts)) + \
-        f" --workers {args.workers}" + (" --write" if args.write else "")
+        if args.write and position + 1 < len(args.counts):  # a long last row may be stopped: keep these
+            replace_block("scale_rss", table(rows, command, args.counts[position + 1 :]))
     text = table(rows, command)
     print(text)
     if args.write:
