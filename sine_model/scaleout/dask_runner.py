@@ -16,10 +16,10 @@
   ``distributed.scheduler.allowed-failures`` workers.
 * The plugin pauses each worker's statistical profiler while it is installed: dask samples the running
   task's stack every 10 ms and keeps one call tree per second for the last
-  ``distributed.admin.low-level-log-length`` (1,000) seconds, and the model's deep stacks made those trees
-  about 40 KB a second per worker: a worker grew with the run's length (+39 MB over 235 s of a run on
-  this machine; flat with the profiler paused), not with anything a target needs. Removing the plugin
-  restarts the profiler; ``keep_profiler=True`` leaves it running.
+  ``distributed.admin.low-level-log-length`` (1,000) seconds; the model's deep stacks made those trees
+  about 40 KB a second (pickled) per worker, and a worker grew with the run's length, not with anything a
+  target needs (+39 MB of RSS over 235 s of a run on this machine; flat with the profiler paused).
+  Removing the plugin restarts the profiler; ``keep_profiler=True`` leaves it running.
 """
 
 from __future__ import annotations
