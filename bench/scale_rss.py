@@ -24,16 +24,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_common import PAD, peak_rss_mb, prepared_propagator, replace_block, write_target_stack  # noqa: E402
 
 
-def _worker_peak_mb() -> float:
-    """Peak RSS of the calling process (VmHWM), read where it runs: on a worker."""
+def _worker_peak_mb(field: str = "VmHWM") -> float:
+    """Peak RSS (VmHWM; or current, VmRSS) of the calling process, read where it runs: on a worker."""
     import os
 
     with open(f"/proc/{os.getpid()}/status", encoding="ascii") as status:
-        line = next(row for row in status if row.startswith("VmHWM:"))
+        line = next(row for row in status if row.startswith(f"{field}:"))
     return int(line.split()[1]) / 1024
 
 
-def child(count: int, workers: int) -> dict:
+def _progress(client, count: int, every: int, start: float):
+    """An ``on_target`` that prints, every ``every`` targets, the workers' current and peak RSS to stderr
+    (so that a long row that is stopped still says how far it got)."""
+    finished = [0]
+
+    def on_target(_index: int) -> None:
+        finished[0] += 1
+        if finished[0] % every == 0 or finished[0] == count:
+            now = sorted(client.run(_worker_peak_mb, "VmRSS").values())
+            peak = sorted(client.run(_worker_peak_mb).values())
+            print(f"[{count}] {finished[0]} targets, {time.perf_counter() - start:.0f} s: worker RSS MB "
+                  f"{', '.join(f'{mb:.0f}' for mb in now)} (peak {', '.join(f'{mb:.0f}' for mb in peak)}), "
+                  f"client peak {peak_rss_mb():.0f}", file=sys.stderr, flush=True)
+
+    return on_target
+
+
+def child(count: int, workers: int, every: int) -> dict:
     import distributed
 
     from sine_model import FileTargets, propagate_distributed
@@ -47,7 +64,8 @@ def child(count: int, workers: int) -> dict:
         start_cpu = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         targets = FileTargets([stack], stack_axis=0)
-        summary = propagate_distributed(propagator, targets, Path(folder) / "out", scheduler=client)
+        summary = propagate_distributed(propagator, targets, Path(folder) / "out", scheduler=client,
+                                        on_target=_progress(client, count, every, start))
         seconds = time.perf_counter() - start
         end_cpu = resource.getrusage(resource.RUSAGE_SELF)
         worker_mb = sorted(client.run(_worker_peak_mb).values())
@@ -61,7 +79,7 @@ def child(count: int, workers: int) -> dict:
             "client_cpu_ms_per_target": 1000 * cpu / count, "store_bytes_per_target": store_bytes / count}
 
 
-def table(rows: list[dict], command: str) -> str:
+def table(rows: list[dict], command: str, unfinished: list[int] | None = None) -> str:
     lines = [
         "### Peak memory vs number of targets",
         "",
@@ -85,6 +103,9 @@ def table(rows: list[dict], command: str) -> str:
         worker = 100 * (max(last["worker_mb"]) / max(first["worker_mb"]) - 1)
         lines += ["", f"- {last['targets']:,} vs {first['targets']:,} targets: client peak RSS "
                   f"{client:+.1f} %, largest worker peak RSS {worker:+.1f} % (target: within +10 %)."]
+    if unfinished:
+        lines += ["", "- Not measured (the command was still running or was stopped when this was written): "
+                  + ", ".join(f"{count:,}" for count in unfinished) + " targets."]
     return "\n".join(lines)
 
 
@@ -94,19 +115,24 @@ def main() -> int:
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument("--progress-every", type=int, default=1000,
+                        help="print the workers' RSS to stderr every this many targets")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.workers)))
+        print(json.dumps(child(args.child, args.workers, args.progress_every)))
         return 0
-    rows = []
-    for count in args.counts:
-        argv = [sys.executable, __file__, "--child", str(count), "--workers", str(args.workers)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
     command = "python bench/scale_rss.py --counts " + " ".join(map(str, args.counts)) + \
         f" --workers {args.workers}" + (" --write" if args.write else "")
+    rows: list[dict] = []
+    for position, count in enumerate(args.counts):
+        argv = [sys.executable, __file__, "--child", str(count), "--workers", str(args.workers),
+                "--progress-every", str(args.progress_every)]
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)  # stderr: progress
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+        if args.write and position + 1 < len(args.counts):  # a long last row may be stopped: keep these
+            replace_block("scale_rss", table(rows, command, args.counts[position + 1 :]))
     text = table(rows, command)
     print(text)
     if args.write:

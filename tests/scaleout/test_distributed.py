@@ -14,6 +14,8 @@ from scale_helpers import prepared_propagator, small_targets, tree
 from sine_model import propagate_distributed
 from sine_model.engine.run_manifest import RunManifest
 from sine_model.io.ome_zarr_labels import OME_ZARR_NAME
+from sine_model.scaleout.dask_runner import PLUGIN_NAME, PROFILER_CALLBACKS, SineWorkerPlugin
+from sine_model.scaleout.model_source import ModelSource
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("ome_zarr")
@@ -49,6 +51,20 @@ def in_process(tmp_path_factory, propagator, targets):
 
 def plugin_loads(client):
     return client.run(lambda dask_worker: dask_worker.plugins["napari-sine"].loads)
+
+
+def profiler_running(client) -> list[bool]:
+    """Whether each worker's profiler callbacks run (sampling, per-second history), workers in order."""
+    running = client.run(lambda dask_worker: [dask_worker.periodic_callbacks[name].is_running()
+                                              for name in PROFILER_CALLBACKS])
+    return [flag for _, flags in sorted(running.items()) for flag in flags]
+
+
+def profile_lengths(client) -> list[int]:
+    """How many per-second call trees each worker's profiler has kept, workers in order."""
+    lengths = client.run(lambda dask_worker: (len(dask_worker.profile_history),
+                                              len(dask_worker.profile_keys_history)))
+    return [n for _, pair in sorted(lengths.items()) for n in pair]
 
 
 def test_cluster_run_equals_in_process_run(tmp_path, client, propagator, targets, in_process):
@@ -89,3 +105,23 @@ def test_killed_worker_loses_nothing(tmp_path, client, propagator, targets, in_p
     assert summary.complete and sorted(finished) == list(range(N))
     assert tree(tmp_path) == in_process
     assert (tmp_path / OME_ZARR_NAME).is_dir()
+
+
+def test_worker_profiler_is_paused_during_runs(tmp_path, client, propagator, targets):
+    # the profiler kept a call tree of the model's stack per second: workers grew with the run's length
+    propagate_distributed(propagator, targets, tmp_path / "a", stack_axis=0, scheduler=client)
+    assert profiler_running(client) == [False] * 4
+    kept = profile_lengths(client)
+    summary = propagate_distributed(propagator, targets, tmp_path / "b", stack_axis=0, scheduler=client)
+    assert summary.complete and profile_lengths(client) == kept  # nothing more kept over N targets
+    assert profiler_running(client) == [False] * 4
+
+
+def test_worker_profiler_runs_again_without_the_plugin(client):
+    model = ModelSource.resolve("sine-embedded")
+    client.register_plugin(SineWorkerPlugin(model), name=PLUGIN_NAME)
+    assert profiler_running(client) == [False] * 4
+    client.unregister_worker_plugin(PLUGIN_NAME)
+    assert profiler_running(client) == [True] * 4
+    client.register_plugin(SineWorkerPlugin(model, keep_profiler=True), name=PLUGIN_NAME)
+    assert profiler_running(client) == [True] * 4
