@@ -69,9 +69,11 @@ class Propagator(AdjustableSettings):
         Model input side P (multiple of 14). Default: the input side of the model's ``preset`` (set by
         :func:`~sine_model.hub.pretrained.from_pretrained`: official weights 896, the embedded model 224),
         else 896.
-    scale : float
+    scale : float, optional
         Resize factor applied to references and targets before tiling (1 = native pixels). Images whose
-        scaled size fits in P are padded, never enlarged.
+        scaled size fits in P are padded, never enlarged. Default: chosen from the reference objects'
+        size by :meth:`set_references` (:mod:`sine_model.engine.object_scale`; ``scale_choice`` says
+        which and why).
     tile_overlap : int, optional
         Overlap of neighbouring tiles in model-input pixels (default P // 4).
     batch_size : int, optional
@@ -116,7 +118,7 @@ class Propagator(AdjustableSettings):
         precision: str | None = None,
         *,
         pad: int | None = None,
-        scale: float = 1.0,
+        scale: float | None = None,
         tile_overlap: int | None = None,
         batch_size: int | None = None,
         cache_bytes: int = 1 << 30,
@@ -151,7 +153,7 @@ class Propagator(AdjustableSettings):
         self.model = model.eval().to(self.device)
         self.model_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())  # memory guard
         self.pad, self.batch_size, self._overlap = pad, batch_size, overlap
-        self._set_extents(scale)
+        self.set_scale(scale)  # None: automatic, chosen by set_references
         self.thresholds = {**DEFAULT_THRESHOLDS, **thresholds}
         self.channel_axis = channel_axis
         self.dense_refinement = max(0, int(dense_refinement))
@@ -190,6 +192,7 @@ class Propagator(AdjustableSettings):
         self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
             if self.project_inputs else None
         label_images = [labels for _, labels, _, _ in checked]
+        self._fit_scale_to_objects(label_images, class_of)  # no scale given: from the objects' size
         shots = reference_inputs([self._projected(rgb) for rgb in rgbs], label_images, class_of,
                                  self.tile_extent, self.overlap_extent, self.pad, self._geometry, self.device)
         with torch.inference_mode():

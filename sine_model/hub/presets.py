@@ -161,6 +161,10 @@ class InputSpec:
         Per-channel normalisation of RGB values in [0, 1].
     patch_size : int
         Encoder patch side.
+    object_diameter_px : tuple of float, optional
+        ``(low, high)`` median object diameters, in model-input pixels, that the model segments well.
+        With no scale given, references whose objects' median lies outside are resized into it
+        (:mod:`sine_model.engine.object_scale`); None: native pixels.
     """
 
     pad_size: int = 896
@@ -168,8 +172,13 @@ class InputSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     patch_size: int = 14
+    object_diameter_px: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        band = self.object_diameter_px
+        if band is not None and not 0 < band[0] <= band[1]:
+            raise ValueError(f"object_diameter_px must be (low, high) with 0 < low <= high, got "
+                             f"{self.object_diameter_px}")
         if self.pad_size <= 0 or self.pad_size % self.patch_size:
             raise ValueError(f"pad_size {self.pad_size} must be a multiple of {self.patch_size}")
         if self.resize_rule not in RESIZE_RULES:
@@ -428,8 +437,10 @@ register_preset(
         ),
         licence=LicenceNotice(name="BSD-3-Clause", text=_EMBEDDED_TERMS,
                               url="https://opensource.org/license/bsd-3-clause"),
-        # Trained on 224-pixel crops at the images' own scale: targets are tiled, never shrunk.
-        input=InputSpec(pad_size=224, resize_rule="fss"),
+        # Trained on 224-pixel crops at the images' own scale: targets are tiled, never shrunk. Objects
+        # whose median diameter is under 28 px or over 128 px are resized into that range when no scale is
+        # given (measured on synthetic discs: docs/quality.md#automatic-scale).
+        input=InputSpec(pad_size=224, resize_rule="fss", object_diameter_px=(28.0, 128.0)),
         # Its instance queries are undertrained; the components of its semantic answer score far higher
         # (docs/quality.md), so those are its instance answer.
         instance_source="semantic",
