@@ -19,6 +19,7 @@ from sine_model.engine.adjustable_settings import AdjustableSettings
 from sine_model.engine.cached_encoder import CachedEncoder
 from sine_model.engine.device import select_device, select_precision, set_num_threads
 from sine_model.engine.feature_cache import FeatureCache
+from sine_model.engine.id_answers import IdAnswers
 from sine_model.engine.inputs import (
     PropagationError,
     check_reference_pairs,
@@ -53,7 +54,7 @@ def auto_batch_size(pad: int) -> int:
     return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
-class Propagator(AdjustableSettings):
+class Propagator(AdjustableSettings, IdAnswers):
     """Propagate labels from reference images to target images with a SINE model.
 
     Parameters
@@ -158,6 +159,8 @@ class Propagator(AdjustableSettings):
         self.channel_axis = channel_axis
         self.dense_refinement = max(0, int(dense_refinement))
         self.instance_source = instance_source
+        self.id_source = getattr(preset, "id_source", "queries")  # "matching": from the instance answer
+        self._id_objects = None  # what matching needs of the references (set with them)
         self._min_area: dict[int, int] = {}  # per class, for instances from the semantic answer
         self._instance_steps: dict | None = None  # per class, chosen on the references when first needed
         self._calibrated_steps: dict | None = None  # per class, from calibrate(): wins over the above
@@ -192,6 +195,7 @@ class Propagator(AdjustableSettings):
         self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
             if self.project_inputs else None
         label_images = [labels for _, labels, _, _ in checked]
+        self._describe_id_references(rgbs, label_images)
         self._fit_scale_to_objects(label_images, class_of)  # no scale given: from the objects' size
         shots = reference_inputs([self._projected(rgb) for rgb in rgbs], label_images, class_of,
                                  self.tile_extent, self.overlap_extent, self.pad, self._geometry, self.device)
@@ -298,10 +302,10 @@ class Propagator(AdjustableSettings):
         tensors = [rgb_to_model_input(self._projected(pending[n][1][tile.slices]), g.valid_hw, self.pad)
                    for (n, tile), g in zip(jobs, geometries, strict=True)]
         outputs: list[list[TileOutput]] = [[] for _ in pending]
-        tile_modes = modes
-        if (self.instance_source == "semantic" or self.refiner is not None) and "instance" in modes:
+        tile_modes = self._model_modes(modes)  # matching makes the ID answer from the instance answer
+        if (self.instance_source == "semantic" or self.refiner is not None) and "instance" in tile_modes:
             # instances come from the class map
-            tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in modes))
+            tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in tile_modes))
         with torch.inference_mode():
             tokens = self._tokens_with_memory(timeline)
             for start in range(0, len(jobs), self.batch_size):
@@ -334,13 +338,14 @@ class Propagator(AdjustableSettings):
 
     def _assemble(self, index: int, rgb: np.ndarray, tiles: list[TileOutput], modes: tuple[str, ...],
                   tokens: ReferenceTokens, keep_maps: bool = False) -> TargetResult:
-        wanted = self.instance_source == "semantic" and "instance" in modes and self.refiner is None
+        made = self._model_modes(modes)
+        wanted = self.instance_source == "semantic" and "instance" in made and self.refiner is None
         steps = self.instance_steps() if wanted else None  # chosen on the references when first needed
-        return assemble_target(index, rgb, tiles, modes, tokens.sem_labels.tolist(), self.thresholds,
-                               instance_source=self.instance_source, min_area=self._min_area, steps=steps,
-                               refiner=self.refiner,
-                               id_sources=self._reference.id_sources if self._reference else {},
-                               keep_maps=keep_maps)
+        sources = self._reference.id_sources if self._reference else {}
+        result = assemble_target(index, rgb, tiles, made, tokens.sem_labels.tolist(), self.thresholds,
+                                 instance_source=self.instance_source, min_area=self._min_area, steps=steps,
+                                 refiner=self.refiner, id_sources=sources, keep_maps=keep_maps)
+        return self._ids_by_matching(result, rgb, modes, sources)
 
     # -- model calls ------------------------------------------------------------------------------
 
