@@ -15,8 +15,8 @@ How objects are matched:
 2. **Similarity** of a target object ``t`` and a reference object ``r`` (both with centroid, area and mean
    grey): ``exp(-½ (d² + a² + g²))`` with ``d`` the distance of the registered centroids in units of
    :data:`POSITION_TOLERANCE` median reference diameters, ``a`` the log area ratio over
-   :data:`AREA_TOLERANCE` and ``g`` the mean grey difference over the spread of the reference objects'
-   means; times the registration's confidence.
+   :data:`AREA_TOLERANCE` (0 when either object touches its image border: it may be cut) and ``g`` the
+   mean grey difference over the spread of the reference objects' means; times the registration's confidence.
 3. **Assignment.** Pairs within :data:`GATE_DIAMETERS` diameters are candidates; the Hungarian algorithm
    (:func:`scipy.optimize.linear_sum_assignment`, on each connected group of candidates) maximises the
    summed log similarity; assigned pairs under the ID score threshold (the similarity floor) are dropped.
@@ -69,6 +69,8 @@ class ReferenceObjects:
         Row, column of each object's centroid.
     areas, means : array of float
         Pixel count and mean grey of each object.
+    border : array of bool
+        Whether each object touches its image's border (possibly cut: its area is not compared).
     greys : list of array
         Each reference's grey image (float32), for registration.
     diameter : float
@@ -80,6 +82,7 @@ class ReferenceObjects:
     centroids: np.ndarray
     areas: np.ndarray
     means: np.ndarray
+    border: np.ndarray
     greys: list[np.ndarray]
     diameter: float
 
@@ -91,7 +94,11 @@ def grey_of(rgb: np.ndarray) -> np.ndarray:
 
 
 def _object_table(grey: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Values, centroids, areas and mean greys of the objects of ``labels`` (ids never used as indices)."""
+    """Values, centroids, areas, mean greys and border contact of the objects of ``labels``.
+
+    Ids are never used as indices (they may be huge). An object touching the image border may be cut
+    by it: its area is not compared.
+    """
     values, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape)
     index = np.arange(len(values))
@@ -99,7 +106,9 @@ def _object_table(grey: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...
     areas = np.bincount(inverse.ravel(), minlength=len(values)).astype(np.float64)
     centroids = np.asarray(ndi.center_of_mass(np.ones_like(grey), inverse, index), dtype=np.float64)
     means = np.asarray(ndi.mean(grey, inverse, index), dtype=np.float64)
-    return values[keep], centroids[keep].reshape(-1, 2), areas[keep], means[keep]
+    border = np.zeros(len(values), dtype=bool)
+    border[np.concatenate([inverse[0], inverse[-1], inverse[:, 0], inverse[:, -1]])] = True
+    return values[keep], centroids[keep].reshape(-1, 2), areas[keep], means[keep], border[keep]
 
 
 def describe_references(rgbs: Sequence[np.ndarray], label_images: Sequence[np.ndarray]) -> ReferenceObjects:
@@ -112,7 +121,8 @@ def describe_references(rgbs: Sequence[np.ndarray], label_images: Sequence[np.nd
     areas = np.concatenate([t[2] for t in tables])
     diameter = float(np.median(2 * np.sqrt(areas / math.pi))) if areas.size else 1.0
     return ReferenceObjects(ids=ids, refs=refs, centroids=np.concatenate([t[1] for t in tables]), areas=areas,
-                            means=np.concatenate([t[3] for t in tables]), greys=greys, diameter=diameter)
+                            means=np.concatenate([t[3] for t in tables]),
+                            border=np.concatenate([t[4] for t in tables]), greys=greys, diameter=diameter)
 
 
 def register(reference: np.ndarray, target: np.ndarray) -> tuple[tuple[int, int], float]:
@@ -138,7 +148,8 @@ def register(reference: np.ndarray, target: np.ndarray) -> tuple[tuple[int, int]
 
 
 def _similarities(objects: ReferenceObjects, rows: np.ndarray, centroids: np.ndarray, areas: np.ndarray,
-                  means: np.ndarray, confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  means: np.ndarray, border: np.ndarray,
+                  confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate (target object, reference row) pairs within the gate, and their similarities."""
     tree = cKDTree(objects.centroids[rows]) if len(rows) else None
     pairs_t, pairs_r = [], []
@@ -152,6 +163,7 @@ def _similarities(objects: ReferenceObjects, rows: np.ndarray, centroids: np.nda
     spread = max(float(objects.means.std()), 1e-3 * max(1.0, float(np.abs(objects.means).max())))
     distance = np.linalg.norm(centroids[t_idx] - objects.centroids[r_idx], axis=1) / objects.diameter
     area = np.log(np.maximum(areas[t_idx], 1) / np.maximum(objects.areas[r_idx], 1))
+    area[border[t_idx] | objects.border[r_idx]] = 0.0  # a cut object's area says nothing
     grey = (means[t_idx] - objects.means[r_idx]) / spread
     cost = (distance / POSITION_TOLERANCE) ** 2 + (area / AREA_TOLERANCE) ** 2 + grey**2
     return t_idx, r_idx, np.exp(-0.5 * cost) * confidence[r_idx]
@@ -182,7 +194,7 @@ def match_ids(objects: ReferenceObjects, target_rgb: np.ndarray, instance_labels
     grey = grey_of(target_rgb)
     labels = np.asarray(instance_labels)
     id_map = np.zeros(labels.shape, dtype=np.int64)
-    values, centroids, areas, means = _object_table(grey, labels)
+    values, centroids, areas, means, border = _object_table(grey, labels)
     if not values.size or not objects.ids.size:
         return id_map, []
     # positions in each reference's frame; one block of candidates per trusted reference
@@ -195,7 +207,7 @@ def match_ids(objects: ReferenceObjects, target_rgb: np.ndarray, instance_labels
             continue
         confidence[rows] = trust
         blocks.append(_similarities(objects, rows, centroids + np.asarray(shift, float), areas, means,
-                                    confidence))
+                                    border, confidence))
     if not blocks:
         return id_map, []
     t_idx, r_idx, sim = (np.concatenate(parts) for parts in zip(*blocks, strict=True))
