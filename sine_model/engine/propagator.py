@@ -36,6 +36,7 @@ from sine_model.modeling.context import ReferenceTokens
 from sine_model.modeling.sine import SINE
 from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, check_thresholds
 from sine_model.postprocess.components import min_areas_by_class
+from sine_model.postprocess.id_matching import ID_SOURCES
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.projection import ReferenceProjection, fit_reference_projection
 from sine_model.preprocess.transforms import Geometry, rgb_to_model_input, to_rgb_float
@@ -99,6 +100,10 @@ class Propagator(AdjustableSettings, IdAnswers):
         connected components or a distance-transform watershed — that best rebuilds the reference
         labels; pieces under a tenth of the median reference object, or scoring under the instance
         threshold, are dropped). Default: the model's ``preset``'s, else "queries".
+    id_source : {"queries", "matching"}, optional
+        How the ID answer is made: from SINE's ID queries (official), or by matching the instance answer's
+        objects to the reference objects (:mod:`sine_model.postprocess.id_matching`). Default: the model's
+        ``preset``'s, else "queries".
     project_inputs : bool
         Feed the model the references' grey projection (:mod:`sine_model.preprocess.projection`: the
         colour direction separating reference objects from background, objects bright) of every image
@@ -127,6 +132,7 @@ class Propagator(AdjustableSettings, IdAnswers):
         channel_axis: int | None = None,
         dense_refinement: int = 1,
         instance_source: str | None = None,
+        id_source: str | None = None,
         project_inputs: bool = False,
         num_threads: int | None = None,
         reserve_cores: int = 0,
@@ -159,7 +165,9 @@ class Propagator(AdjustableSettings, IdAnswers):
         self.channel_axis = channel_axis
         self.dense_refinement = max(0, int(dense_refinement))
         self.instance_source = instance_source
-        self.id_source = getattr(preset, "id_source", "queries")  # "matching": from the instance answer
+        self.id_source = id_source or getattr(preset, "id_source", "queries")  # "matching": from instances
+        if self.id_source not in ID_SOURCES:
+            raise ValueError(f"id_source must be one of {ID_SOURCES}, got {self.id_source!r}")
         self._id_objects = None  # what matching needs of the references (set with them)
         self._min_area: dict[int, int] = {}  # per class, for instances from the semantic answer
         self._instance_steps: dict | None = None  # per class, chosen on the references when first needed
