@@ -9,7 +9,7 @@ bundled sample (``from_pretrained("sine-embedded")``, CPU).
 One of them fails because of the shipped model's quality, not the code, and is marked
 ``xfail(strict=True)`` with the numbers measured (so a better model, or a fix, turns it into a failure
 that asks for the mark to go). Slow (minutes on a loaded CPU; the thousands of objects, enlarged about
-3.5 times by the automatic scale, took 45 minutes on one thread of a heavily loaded machine): run by
+3.6 times by the automatic scale, took 45 minutes on one thread of a heavily loaded machine): run by
 ``bench/reliability.py``.
 """
 
