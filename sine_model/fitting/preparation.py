@@ -241,8 +241,10 @@ class ReferencePreparation:
         return fit
 
     def report(self) -> list[str]:
-        """One line per stage of the recipe: what it did, or why it stepped aside."""
-        lines = [f"working {self.scale_choice.describe()}"] if self.scale_choice is not None else []
+        """One line per stage of the recipe: what it did, or why it stepped aside; first, when the scale
+        was chosen from the reference objects' size and is not 1, the working scale and why."""
+        choice = self.scale_choice  # a line only when the objects' size changed the scale
+        lines = [f"working {choice.describe()}"] if choice is not None and choice.scale != 1 else []
         for stage, reason in self.stepped_aside.items():
             lines.append(f"{_STAGE_NAMES[stage]} stepped aside: {reason}; the run goes on without it")
         if (result := self.calibration) is not None:

@@ -125,3 +125,17 @@ def test_scale_choice_record_is_plain():
     record = ScaleChoice(2.0, automatic=True, median_diameter=14.0, band=BAND).as_dict()
     assert record == {"scale": 2.0, "automatic": True, "median_diameter": 14.0, "band": [28.0, 128.0],
                       "capped": False}
+
+
+def test_the_fitting_report_and_provenance_say_the_scale(banded_model):
+    """The working scale is in the preparation's provenance always, and a report line when it is not 1."""
+    from sine_model.fitting.preparation import ReferencePreparation
+
+    propagator = Propagator(banded_model, "cpu")
+    prepared = ReferencePreparation(propagator, [_pair(4)], calibrate=False, adapt_steps=0,
+                                    refine_steps=0).run()
+    assert prepared.provenance()["scale"]["automatic"] and prepared.provenance()["scale"]["scale"] > 3
+    assert prepared.report()[0].startswith("working scale 3.5 (automatic: reference objects' median")
+    native = ReferencePreparation(propagator, [_pair(17)], calibrate=False, adapt_steps=0,
+                                  refine_steps=0).run()
+    assert native.report() == [] and native.provenance()["scale"]["scale"] == 1.0

@@ -111,3 +111,8 @@ def test_official_weights_keep_their_id_queries():
     with pytest.raises(ValueError, match="id_source"):
         dataclasses.replace(get_preset(OFFICIAL_PRESET), id_source="matching")
     assert get_preset(OFFICIAL_PRESET).id_source == "queries"
+
+
+def test_an_unknown_id_source_is_refused():
+    with pytest.raises(ValueError, match="id_source must be one of"):
+        Propagator(build_tiny(), "cpu", pad=112, id_source="guess")
