@@ -244,7 +244,8 @@ class ReferencePreparation:
         """One line per stage of the recipe: what it did, or why it stepped aside; first, when the scale
         was chosen from the reference objects' size and is not 1, the working scale and why."""
         choice = self.scale_choice  # a line only when the objects' size changed the scale
-        lines = [f"working {choice.describe()}"] if choice is not None and choice.scale != 1 else []
+        changed = choice is not None and choice.automatic and choice.scale != 1
+        lines = [f"working {choice.describe()}"] if changed else []
         for stage, reason in self.stepped_aside.items():
             lines.append(f"{_STAGE_NAMES[stage]} stepped aside: {reason}; the run goes on without it")
         if (result := self.calibration) is not None:
@@ -268,10 +269,11 @@ class ReferencePreparation:
         return lines
 
     def provenance(self) -> dict[str, Any]:
-        """What was asked and what ran, JSON-ready: the recipe, and per stage its summary or why it
-        stepped aside (stages not asked for are absent)."""
+        """What was asked and what ran, JSON-ready: the recipe, the scale when it was chosen from the
+        reference objects' size, and per stage its summary or why it stepped aside (stages not asked for
+        are absent)."""
         record: dict[str, Any] = {"recipe": self.recipe.describe()}
-        if self.scale_choice is not None:
+        if self.scale_choice is not None and self.scale_choice.automatic:  # (a given one is a parameter)
             record["scale"] = self.scale_choice.as_dict()
         asked = {"calibrate": self.calibrate, "adapt": self.adapt_steps > 0, "refine": self.refine_steps > 0}
         for stage in (s for s, on in asked.items() if on):

@@ -128,7 +128,8 @@ def test_scale_choice_record_is_plain():
 
 
 def test_the_fitting_report_and_provenance_say_the_scale(banded_model):
-    """The working scale is in the preparation's provenance always, and a report line when it is not 1."""
+    """An automatic working scale is in the preparation's provenance, and a report line when it is not
+    1; a given one is neither (the caller records its own parameters)."""
     from sine_model.fitting.preparation import ReferencePreparation
 
     propagator = Propagator(banded_model, "cpu")
@@ -139,3 +140,6 @@ def test_the_fitting_report_and_provenance_say_the_scale(banded_model):
     native = ReferencePreparation(propagator, [_pair(17)], calibrate=False, adapt_steps=0,
                                   refine_steps=0).run()
     assert native.report() == [] and native.provenance()["scale"]["scale"] == 1.0
+    given = ReferencePreparation(Propagator(banded_model, "cpu", scale=2.0), [_pair(4)], calibrate=False,
+                                 adapt_steps=0, refine_steps=0).run()
+    assert "scale" not in given.provenance() and given.report() == []  # a parameter the caller knows
