@@ -138,10 +138,11 @@ def register(reference: np.ndarray, target: np.ndarray) -> tuple[tuple[int, int]
     cross /= np.maximum(np.abs(cross), 1e-12)
     peak = np.unravel_index(int(np.argmax(np.fft.irfft2(cross, shape))), shape)
     dy, dx = (int(p) if p <= s // 2 else int(p) - s for p, s in zip(peak, shape, strict=True))
-    ry, tx = slice(max(0, dy), min(ref.shape[0], tgt.shape[0] + dy)), slice(max(0, dx), min(ref.shape[1],
-                                                                                          tgt.shape[1] + dx))
-    ty, txs = slice(ry.start - dy, ry.stop - dy), slice(tx.start - dx, tx.stop - dx)
-    a, b = reference[ry, tx], target[ty, txs]
+    y0, y1 = max(0, dy), min(ref.shape[0], tgt.shape[0] + dy)  # the overlap in reference coordinates
+    x0, x1 = max(0, dx), min(ref.shape[1], tgt.shape[1] + dx)
+    if y1 <= y0 or x1 <= x0:  # (a negative stop would index from the end)
+        return (dy, dx), 0.0
+    a, b = reference[y0:y1, x0:x1], target[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
     if a.size < _MIN_OVERLAP * target.size or a.std() == 0 or b.std() == 0:
         return (dy, dx), 0.0
     return (dy, dx), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])

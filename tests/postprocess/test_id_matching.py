@@ -116,3 +116,11 @@ def test_official_weights_keep_their_id_queries():
 def test_an_unknown_id_source_is_refused():
     with pytest.raises(ValueError, match="id_source must be one of"):
         Propagator(build_tiny(), "cpu", pad=112, id_source="guess")
+
+
+def test_registration_of_images_that_cannot_overlap_much():
+    """A tall narrow target against a short wide reference: no error (a negative slice stop indexed from
+    the end before), and at most a weak confidence."""
+    rng = np.random.default_rng(0)
+    _, confidence = register(rng.random((6, 51), dtype=np.float32), rng.random((33, 8), dtype=np.float32))
+    assert confidence < 0.5
