@@ -163,6 +163,11 @@ def plan_pairs(dataset: str, groups: dict[str, list[Item]], max_refs: int, max_t
     return plan
 
 
+def _scale(text: str) -> float | None:
+    """``--scale``: a number, or ``auto`` (None: the engine chooses it from the reference objects)."""
+    return None if text == "auto" else float(text)
+
+
 def crop_pair(image: np.ndarray, labels: np.ndarray, fraction: float = 0.75):
     """Two overlapping crops (top-left, bottom-right) of one image; label values keep their ids."""
     h, w = labels.shape
@@ -237,7 +242,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="none",
                         help="preset name, .safetensors path, 'random-tiny' (smoke runs) or 'none'")
     parser.add_argument("--pad", type=int, default=None, help="model input side (default: the model's)")
-    parser.add_argument("--scale", type=float, default=1.0, help="resize factor before tiling")
+    parser.add_argument("--scale", type=_scale, default=1.0,
+                        help="resize factor before tiling, or 'auto': chosen from each reference's object "
+                             "sizes (the engine's default; sine_model.engine.object_scale)")
     parser.add_argument("--adapt", type=int, nargs="+", default=[0], metavar="STEPS",
                         help="test-time adaptation of the model on each reference, STEPS per adapted copy "
                              "(0: none); several values run the model once per value (adapted runs skip "
@@ -322,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 model=args.model, dsb_groups=dsb_groups,
                 adapt={r.name: dict(steps=r.adapt_budget, mean_steps=float(np.mean(r.adapt_steps)))
                        for r in runners if getattr(r, "adapt_steps", None)},
+                scale_choices={r.name: r.scale_choices for r in runners if getattr(r, "scale_choices", None)},
                 stepped_aside={r.name: [s for s in r.stepped_aside if s]
                                for r in runners if any(getattr(r, "stepped_aside", []))},
                 calibration={r.name: [dict(scale=c.scale, projection=c.project_inputs, f1=c.f1, folds=c.folds,

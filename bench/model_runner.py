@@ -24,7 +24,7 @@ HARNESS_INSTANCE_SOURCES = ("queries", "semantic", "components")
 class ModelRunner:
     """A SINE model behind the runner interface (:class:`baselines.Runner`)."""
 
-    def __init__(self, model, name: str, *, pad: int, scale: float = 1.0, device: str | None = None,
+    def __init__(self, model, name: str, *, pad: int, scale: float | None = 1.0, device: str | None = None,
                  modes: Sequence[str] = ("id", "instance", "semantic"), adapt_steps: int = 0,
                  instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
                  refine_steps: int = 0, refine_with_model: bool = True, cross_fit: bool = True,
@@ -56,7 +56,8 @@ class ModelRunner:
         self.stepped_aside: list[dict[str, str]] = []  # per reference: stage -> why it did not run
         self.id_crops = not self.adapt_budget  # adapting once more per crop pair would double the time
         self.calibrate = calibrate
-        self.scale = float(scale)
+        self.scale = None if scale is None else float(scale)  # None: automatic, from the objects' size
+        self.scale_choices: list[dict] = []  # per reference: the working scale and why
         self.calibrations: list = []  # sine_model.fitting.calibration.Calibration per reference
         self._ref_ndim = 2
 
@@ -70,6 +71,8 @@ class ModelRunner:
             refine_with_model=self.refine_with_model, colour_features=self.colour_features,
         ).run()
         self.stepped_aside.append(dict(prepared.stepped_aside))
+        if prepared.scale_choice is not None:
+            self.scale_choices.append(prepared.scale_choice.as_dict())
         if self.calibrate:
             self.calibrations.append(prepared.calibration)
         if prepared.adaptation is not None:

@@ -32,7 +32,8 @@ def sample_proposals() -> dict[str, np.ndarray]:
     model = from_pretrained("sine-embedded")
     out: dict[str, np.ndarray] = {}
     for source, modes, prefix in ((None, MODES, ""), ("queries", ("instance",), "_queries")):
-        prop = Propagator(model, device="cpu", instance_source=source)
+        # the saved ID maps are the model's ID queries' answer (the preset answers ID by matching)
+        prop = Propagator(model, device="cpu", instance_source=source, id_source="queries")
         prop.set_references([(sample.reference, sample.reference_labels)])
         results = list(prop.propagate(sample.targets, modes=modes, stack_axis=0))
         for mode in modes:

@@ -84,7 +84,9 @@ def add_propagate_command(subparsers: Any) -> None:
     add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     add("--pad", type=int, default=None,
         help="model input side in pixels, a multiple of 14 (default: what the model expects)")
-    add("--scale", type=float, default=1.0, help="resize factor applied before tiling")
+    add("--scale", type=float, default=None,
+        help="resize factor applied before tiling (default: chosen from the reference objects' size so "
+             "they appear at the sizes the model sees well; 1 for models that record none)")
     add("--instances", choices=INSTANCE_SOURCES, default=None,
         help="instance answer from SINE's instance queries or the components of the semantic answer "
              "(default: the model's; the embedded model uses semantic)")

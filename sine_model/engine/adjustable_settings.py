@@ -1,5 +1,7 @@
 """The settings of a :class:`~sine_model.engine.propagator.Propagator` that fitting changes after it is built.
 
+With no scale given, the scale is chosen from the reference objects' size when the references are set
+(:mod:`sine_model.engine.object_scale`, capped by :func:`~sine_model.engine.resources.automatic_scale_cap`).
 Calibration (:mod:`sine_model.fitting.calibration`) chooses the scale, the input projection and the
 per-class split rules; the refiner (:mod:`sine_model.fitting.refiner`) is fitted on the references. These
 methods set and undo them; changing what the references were encoded with drops the references.
@@ -13,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from sine_model.engine.inputs import PropagationError
-from sine_model.engine.resources import check_scale
+from sine_model.engine.object_scale import ScaleChoice, choose_object_scale
+from sine_model.engine.resources import automatic_scale_cap, check_scale
 from sine_model.postprocess.components import instance_steps_by_class
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.projection import ReferenceProjection
@@ -34,6 +37,9 @@ class AdjustableSettings:
     _instance_steps: dict | None
     _calibrated_steps: dict | None
     _ref_labels: tuple[list[np.ndarray], dict[int, int]]
+    #: The scale in use and why (automatic from the reference objects, or given).
+    scale_choice: ScaleChoice
+    _scale_given: float | None
 
     def set_refiner(self, refiner: PixelRefiner | None) -> None:
         """Refine the semantic answer (and instances made from it) with ``refiner`` (None: do not).
@@ -83,10 +89,30 @@ class AdjustableSettings:
         self.project_inputs = bool(enabled)
         self._projection, self._reference, self._tokens = None, None, None
 
-    def set_scale(self, scale: float) -> None:
-        """Change the resize factor; the references must be set again (they are encoded at the scale)."""
-        self._set_extents(scale)
+    def set_scale(self, scale: float | None) -> None:
+        """Change the resize factor; the references must be set again (they are encoded at the scale).
+
+        None: automatic, chosen from the reference objects' size when the references are set (the model's
+        preset records the object sizes it sees well; without one, 1).
+        """
+        self._set_extents(1.0 if scale is None else scale)
+        self._scale_given = None if scale is None else self.scale
+        self.scale_choice = ScaleChoice(self.scale, automatic=scale is None)
         self._reference, self._tokens = None, None
+
+    def _fit_scale_to_objects(self, label_images: list[np.ndarray], class_of: dict[int, int]) -> None:
+        """With no scale given, choose it from the objects of ``label_images`` (before they are encoded)."""
+        if self._scale_given is not None:
+            return
+        preset = getattr(self.model, "preset", None)
+        band = getattr(getattr(preset, "input", None), "object_diameter_px", None)
+        shapes = [labels.shape[:2] for labels in label_images]
+        n_maps = self.instance_topk + len(set(class_of.values()))
+        cap = automatic_scale_cap(self.pad, self.model.patch_size, self._overlap, shapes, n_maps,
+                                  self.cache.max_bytes, self.model_bytes)
+        self.scale_choice = choose_object_scale(label_images, band, cap)
+        if self.scale_choice.scale != self.scale:
+            self._set_extents(self.scale_choice.scale)
 
     def _set_extents(self, scale: float) -> None:
         self.scale = check_scale(scale, self.pad, self.model.patch_size)  # positive, finite, not absurd

@@ -19,6 +19,7 @@ from sine_model.engine.adjustable_settings import AdjustableSettings
 from sine_model.engine.cached_encoder import CachedEncoder
 from sine_model.engine.device import select_device, select_precision, set_num_threads
 from sine_model.engine.feature_cache import FeatureCache
+from sine_model.engine.id_answers import IdAnswers
 from sine_model.engine.inputs import (
     PropagationError,
     check_reference_pairs,
@@ -35,6 +36,7 @@ from sine_model.modeling.context import ReferenceTokens
 from sine_model.modeling.sine import SINE
 from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, check_thresholds
 from sine_model.postprocess.components import min_areas_by_class
+from sine_model.postprocess.id_matching import ID_SOURCES
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.projection import ReferenceProjection, fit_reference_projection
 from sine_model.preprocess.transforms import Geometry, rgb_to_model_input, to_rgb_float
@@ -53,7 +55,7 @@ def auto_batch_size(pad: int) -> int:
     return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
-class Propagator(AdjustableSettings):
+class Propagator(AdjustableSettings, IdAnswers):
     """Propagate labels from reference images to target images with a SINE model.
 
     Parameters
@@ -69,9 +71,11 @@ class Propagator(AdjustableSettings):
         Model input side P (multiple of 14). Default: the input side of the model's ``preset`` (set by
         :func:`~sine_model.hub.pretrained.from_pretrained`: official weights 896, the embedded model 224),
         else 896.
-    scale : float
+    scale : float, optional
         Resize factor applied to references and targets before tiling (1 = native pixels). Images whose
-        scaled size fits in P are padded, never enlarged.
+        scaled size fits in P are padded, never enlarged. Default: chosen from the reference objects'
+        size by :meth:`set_references` (:mod:`sine_model.engine.object_scale`; ``scale_choice`` says
+        which and why).
     tile_overlap : int, optional
         Overlap of neighbouring tiles in model-input pixels (default P // 4).
     batch_size : int, optional
@@ -96,6 +100,10 @@ class Propagator(AdjustableSettings):
         connected components or a distance-transform watershed — that best rebuilds the reference
         labels; pieces under a tenth of the median reference object, or scoring under the instance
         threshold, are dropped). Default: the model's ``preset``'s, else "queries".
+    id_source : {"queries", "matching"}, optional
+        How the ID answer is made: from SINE's ID queries (official), or by matching the instance answer's
+        objects to the reference objects (:mod:`sine_model.postprocess.id_matching`). Default: the model's
+        ``preset``'s, else "queries".
     project_inputs : bool
         Feed the model the references' grey projection (:mod:`sine_model.preprocess.projection`: the
         colour direction separating reference objects from background, objects bright) of every image
@@ -116,7 +124,7 @@ class Propagator(AdjustableSettings):
         precision: str | None = None,
         *,
         pad: int | None = None,
-        scale: float = 1.0,
+        scale: float | None = None,
         tile_overlap: int | None = None,
         batch_size: int | None = None,
         cache_bytes: int = 1 << 30,
@@ -124,6 +132,7 @@ class Propagator(AdjustableSettings):
         channel_axis: int | None = None,
         dense_refinement: int = 1,
         instance_source: str | None = None,
+        id_source: str | None = None,
         project_inputs: bool = False,
         num_threads: int | None = None,
         reserve_cores: int = 0,
@@ -151,11 +160,15 @@ class Propagator(AdjustableSettings):
         self.model = model.eval().to(self.device)
         self.model_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())  # memory guard
         self.pad, self.batch_size, self._overlap = pad, batch_size, overlap
-        self._set_extents(scale)
+        self.set_scale(scale)  # None: automatic, chosen by set_references
         self.thresholds = {**DEFAULT_THRESHOLDS, **thresholds}
         self.channel_axis = channel_axis
         self.dense_refinement = max(0, int(dense_refinement))
         self.instance_source = instance_source
+        self.id_source = id_source or getattr(preset, "id_source", "queries")  # "matching": from instances
+        if self.id_source not in ID_SOURCES:
+            raise ValueError(f"id_source must be one of {ID_SOURCES}, got {self.id_source!r}")
+        self._id_objects = None  # what matching needs of the references (set with them)
         self._min_area: dict[int, int] = {}  # per class, for instances from the semantic answer
         self._instance_steps: dict | None = None  # per class, chosen on the references when first needed
         self._calibrated_steps: dict | None = None  # per class, from calibrate(): wins over the above
@@ -190,6 +203,8 @@ class Propagator(AdjustableSettings):
         self._projection = fit_reference_projection(rgbs, [lab for _, lab, _, _ in checked]) \
             if self.project_inputs else None
         label_images = [labels for _, labels, _, _ in checked]
+        self._describe_id_references(rgbs, label_images)
+        self._fit_scale_to_objects(label_images, class_of)  # no scale given: from the objects' size
         shots = reference_inputs([self._projected(rgb) for rgb in rgbs], label_images, class_of,
                                  self.tile_extent, self.overlap_extent, self.pad, self._geometry, self.device)
         with torch.inference_mode():
@@ -295,10 +310,10 @@ class Propagator(AdjustableSettings):
         tensors = [rgb_to_model_input(self._projected(pending[n][1][tile.slices]), g.valid_hw, self.pad)
                    for (n, tile), g in zip(jobs, geometries, strict=True)]
         outputs: list[list[TileOutput]] = [[] for _ in pending]
-        tile_modes = modes
-        if (self.instance_source == "semantic" or self.refiner is not None) and "instance" in modes:
+        tile_modes = self._model_modes(modes)  # matching makes the ID answer from the instance answer
+        if (self.instance_source == "semantic" or self.refiner is not None) and "instance" in tile_modes:
             # instances come from the class map
-            tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in modes))
+            tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in tile_modes))
         with torch.inference_mode():
             tokens = self._tokens_with_memory(timeline)
             for start in range(0, len(jobs), self.batch_size):
@@ -331,13 +346,14 @@ class Propagator(AdjustableSettings):
 
     def _assemble(self, index: int, rgb: np.ndarray, tiles: list[TileOutput], modes: tuple[str, ...],
                   tokens: ReferenceTokens, keep_maps: bool = False) -> TargetResult:
-        wanted = self.instance_source == "semantic" and "instance" in modes and self.refiner is None
+        made = self._model_modes(modes)
+        wanted = self.instance_source == "semantic" and "instance" in made and self.refiner is None
         steps = self.instance_steps() if wanted else None  # chosen on the references when first needed
-        return assemble_target(index, rgb, tiles, modes, tokens.sem_labels.tolist(), self.thresholds,
-                               instance_source=self.instance_source, min_area=self._min_area, steps=steps,
-                               refiner=self.refiner,
-                               id_sources=self._reference.id_sources if self._reference else {},
-                               keep_maps=keep_maps)
+        sources = self._reference.id_sources if self._reference else {}
+        result = assemble_target(index, rgb, tiles, made, tokens.sem_labels.tolist(), self.thresholds,
+                                 instance_source=self.instance_source, min_area=self._min_area, steps=steps,
+                                 refiner=self.refiner, id_sources=sources, keep_maps=keep_maps)
+        return self._ids_by_matching(result, rgb, modes, sources)
 
     # -- model calls ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ __all__ = ["EngineSettings", "ReferenceState", "capture", "model_fingerprint", "
 _PRECISIONS = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 #: Propagator attributes derived from the references (set_references, calibration, refiner fitting).
 _DERIVED = ("_tokens", "_reference", "_min_area", "_instance_steps", "_calibrated_steps", "_projection",
-            "_ref_labels", "refiner", "_ref_ndim", "_ref_channels")
+            "_ref_labels", "refiner", "_ref_ndim", "_ref_channels", "_id_objects")
 
 
 @dataclass(frozen=True)

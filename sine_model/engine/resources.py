@@ -7,7 +7,10 @@ in a ``MemoryError`` traceback. Two checks, both from sizes alone (no pixel is r
   pixel up past a model patch (``--scale 1e9`` on a 96 × 96 image would otherwise plan 9,216 tiles of
   one pixel each);
 * :func:`check_target_fits`: the memory one target needs — its tiles as model inputs, their outputs,
-  the stitched maps, the feature cache and the model — against the memory the system has free now.
+  the stitched maps, the feature cache and the model — against the memory the system has free now;
+* :func:`automatic_scale_cap`: the largest scale chosen automatically from the reference objects' size
+  (:mod:`sine_model.engine.object_scale`) may take, so a reference of tiny objects is not blown up
+  past what the references' tiles leave of memory.
 
 The estimate is deliberately coarse (upper bounds of the arrays the engine holds at once); it is for
 refusing runs that are far out of reach, not for packing memory tightly.
@@ -20,10 +23,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from sine_model.engine.tiling import axis_spans
 from sine_model.errors import PropagationError
 
-__all__ = ["MemoryEstimate", "available_bytes", "check_propagator_target", "check_scale", "check_target_fits",
-           "estimate_target_bytes"]
+__all__ = ["MemoryEstimate", "automatic_scale_cap", "available_bytes", "check_propagator_target",
+           "check_scale", "check_target_fits", "estimate_target_bytes"]
 
 _FLOAT = 4  # bytes of a float32
 #: Fraction of the free memory a run may plan to use (the rest is left to the system and other programs).
@@ -148,3 +152,46 @@ def check_propagator_target(propagator: Any, index: int, height: int, width: int
     estimate = estimate_target_bytes(height, width, n_tiles, propagator.pad, n_maps, n_modes,
                                      propagator.cache.max_bytes, propagator.model_bytes)
     check_target_fits(index, estimate)
+
+
+#: Share of the largest scale :func:`check_scale` accepts that an automatic scale may use (half: tiles at
+#: least two patches wide, and a quarter of the tiles of the limit).
+AUTOMATIC_SCALE_SHARE = 0.5
+
+
+def automatic_scale_cap(pad: int, patch: int, overlap: int, shapes: list[tuple[int, int]], n_maps: int,
+                        cache_bytes: int = 0, model_bytes: int = 0, free: int | None = None) -> float:
+    """The largest scale an automatic choice may take for references of ``shapes``.
+
+    :data:`AUTOMATIC_SCALE_SHARE` of :func:`check_scale`'s limit, lowered (by steps of 0.8, not below 1)
+    until the tiles of all references, encoded at once by ``set_references``, fit the usable free memory
+    by :func:`estimate_target_bytes`.
+
+    Parameters
+    ----------
+    pad, patch, overlap : int
+        Model input side, patch size and tile overlap (model-input pixels).
+    shapes : list of (int, int)
+        Height and width of each reference image.
+    n_maps : int
+        Maps each tile's output holds.
+    cache_bytes, model_bytes : int
+        The feature cache's budget and the model's weights.
+    free : int, optional
+        Free memory in bytes (default: :func:`available_bytes`).
+    """
+    cap = AUTOMATIC_SCALE_SHARE * pad / patch
+    free = available_bytes() if free is None else free
+    if free is None or not shapes:
+        return cap
+    height, width = max(shapes, key=lambda hw: hw[0] * hw[1])
+    while cap > 1:
+        extent = max(1, int(pad / cap))
+        step_overlap = min(int(overlap / cap), extent - 1)
+        n_tiles = sum(len(axis_spans(h, extent, step_overlap)) * len(axis_spans(w, extent, step_overlap))
+                      for h, w in shapes)
+        estimate = estimate_target_bytes(height, width, n_tiles, pad, n_maps, 3, cache_bytes, model_bytes)
+        if estimate.total <= USABLE_FRACTION * free:
+            break
+        cap = max(1.0, cap * 0.8)
+    return cap

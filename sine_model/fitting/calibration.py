@@ -73,6 +73,10 @@ class Calibration:
     project_inputs: bool = False
 
 
+def _rounded(scale: float) -> float:
+    return float(f"{scale:.3g}")
+
+
 def calibrate(
     propagator: Any,
     pairs: Sequence[tuple[Any, Any]],
@@ -92,7 +96,8 @@ def calibrate(
     classes : mapping, optional
         Label value -> class id (default: all class 1).
     scales : sequence of float
-        Candidate resize factors (> 0).
+        Candidate resize factors (> 0), of the scale chosen from the reference objects' size when the
+        propagator's scale is automatic (:mod:`sine_model.engine.object_scale`), else of native pixels.
     projections : sequence of bool
         Whether to try the images as they are (False) and/or the reference projection (True,
         :mod:`sine_model.preprocess.projection`, fitted on each fold's reference half).
@@ -125,7 +130,11 @@ def calibrate(
                   for c in sorted(set(class_of.values()))}
     table: list[dict[str, Any]] = []
     best: tuple[tuple[bool, float], float, dict[int, InstanceStep]] | None = None
-    settings = [(p, s) for p in dict.fromkeys(bool(p) for p in projections) for s in scales]
+    automatic = getattr(getattr(propagator, "scale_choice", None), "automatic", False)
+    if automatic:  # candidates around the scale the objects' size asks for
+        propagator._fit_scale_to_objects(label_images, class_of)
+    base = propagator.scale if automatic else 1.0
+    settings = [(p, _rounded(base * s)) for p in dict.fromkeys(bool(p) for p in projections) for s in scales]
     default = settings[0]  # later settings are less mild: ties (and gains under min_gain) keep earlier ones
     for project, scale in settings:
         propagator.set_project_inputs(project)

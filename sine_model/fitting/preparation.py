@@ -132,6 +132,7 @@ class ReferencePreparation:
         self.refine_with_model = refine_with_model
         self.colour_features = colour_features
         self.seed = seed
+        self.scale_choice: Any = None  # sine_model.engine.object_scale.ScaleChoice, once the refs are set
         self.calibration: Any = None  # sine_model.fitting.calibration.Calibration
         self.adaptation: Any = None  # sine_model.fitting.adaptation.AdaptResult
         self.refinement: Any = None  # sine_model.fitting.refiner.RefinerFit
@@ -161,6 +162,7 @@ class ReferencePreparation:
         propagator, pairs, classes = self.propagator, self.pairs, self.classes
         yield f"encoding {len(pairs)} reference(s) on {propagator.device}"
         propagator.set_references(pairs, classes)  # checks the references before anything is changed
+        self.scale_choice = getattr(propagator, "scale_choice", None)  # (automatic: from the objects' size)
         if self.calibrate:
             yield "calibrating on the references (scale, splitting of touching objects)"
             self.calibration = self._timed("calibrate", self._calibrate)
@@ -194,6 +196,8 @@ class ReferencePreparation:
             self._step_aside("calibrate", _why_no_folds(self.pairs))
             return None
         scale, project = self.propagator.scale, getattr(self.propagator, "project_inputs", False)
+        if getattr(self.scale_choice, "automatic", False):
+            scale = None  # chosen again from the objects when the references are set again
         try:
             return calibrate(self.propagator, self.pairs, self.classes)
         except PropagationError as error:
@@ -237,8 +241,11 @@ class ReferencePreparation:
         return fit
 
     def report(self) -> list[str]:
-        """One line per stage of the recipe: what it did, or why it stepped aside."""
-        lines = []
+        """One line per stage of the recipe: what it did, or why it stepped aside; first, when the scale
+        was chosen from the reference objects' size and is not 1, the working scale and why."""
+        choice = self.scale_choice  # a line only when the objects' size changed the scale
+        changed = choice is not None and choice.automatic and choice.scale != 1
+        lines = [f"working {choice.describe()}"] if changed else []
         for stage, reason in self.stepped_aside.items():
             lines.append(f"{_STAGE_NAMES[stage]} stepped aside: {reason}; the run goes on without it")
         if (result := self.calibration) is not None:
@@ -262,9 +269,12 @@ class ReferencePreparation:
         return lines
 
     def provenance(self) -> dict[str, Any]:
-        """What was asked and what ran, JSON-ready: the recipe, and per stage its summary or why it
-        stepped aside (stages not asked for are absent)."""
+        """What was asked and what ran, JSON-ready: the recipe, the scale when it was chosen from the
+        reference objects' size, and per stage its summary or why it stepped aside (stages not asked for
+        are absent)."""
         record: dict[str, Any] = {"recipe": self.recipe.describe()}
+        if self.scale_choice is not None and self.scale_choice.automatic:  # (a given one is a parameter)
+            record["scale"] = self.scale_choice.as_dict()
         asked = {"calibrate": self.calibrate, "adapt": self.adapt_steps > 0, "refine": self.refine_steps > 0}
         for stage in (s for s, on in asked.items() if on):
             if stage in self.stepped_aside:

@@ -43,6 +43,7 @@ from sine_model.modeling.config import ModelConfig, build_model
 from sine_model.modeling.encoder import EncoderConfig
 from sine_model.modeling.sine import SINE
 from sine_model.modes import INSTANCE_SOURCES
+from sine_model.postprocess.id_matching import ID_SOURCES
 from sine_model.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD, RESIZE_RULES
 
 __all__ = [
@@ -161,6 +162,10 @@ class InputSpec:
         Per-channel normalisation of RGB values in [0, 1].
     patch_size : int
         Encoder patch side.
+    object_diameter_px : tuple of float, optional
+        ``(low, high)`` median object diameters, in model-input pixels, that the model segments well.
+        With no scale given, references whose objects' median lies outside are resized into it
+        (:mod:`sine_model.engine.object_scale`); None: native pixels.
     """
 
     pad_size: int = 896
@@ -168,8 +173,13 @@ class InputSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     patch_size: int = 14
+    object_diameter_px: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        band = self.object_diameter_px
+        if band is not None and not 0 < band[0] <= band[1]:
+            raise ValueError(f"object_diameter_px must be (low, high) with 0 < low <= high, got "
+                             f"{self.object_diameter_px}")
         if self.pad_size <= 0 or self.pad_size % self.patch_size:
             raise ValueError(f"pad_size {self.pad_size} must be a multiple of {self.patch_size}")
         if self.resize_rule not in RESIZE_RULES:
@@ -244,6 +254,10 @@ class Preset:
         connected components of the semantic answer (:mod:`sine_model.postprocess.components`), for models
         whose
         instance branch is measurably weaker than their semantic answer.
+    id_source : {"queries", "matching"}
+        How the ID answer is made: SINE's ID queries (official), or the instance answer's objects matched
+        to the reference objects (:mod:`sine_model.postprocess.id_matching`), for models whose ID head is
+        measurably weak; never for the official model.
     recipe : FittingRecipe
         The fitting stages run by default on the references (chosen on the shared evaluation sets,
         docs/quality.md); the default runs none.
@@ -258,6 +272,7 @@ class Preset:
     encoder_weights: tuple[WeightSource, ...] = ()
     official: bool = False
     instance_source: str = "queries"
+    id_source: str = "queries"
     recipe: FittingRecipe = field(default_factory=FittingRecipe)
 
     def __post_init__(self) -> None:
@@ -269,6 +284,9 @@ class Preset:
         if self.instance_source not in INSTANCE_SOURCES:
             raise ValueError(f"instance_source must be one of {INSTANCE_SOURCES}, "
                              f"got {self.instance_source!r}")
+        if self.id_source not in ID_SOURCES or (self.official and self.id_source != "queries"):
+            raise ValueError(f"id_source must be one of {ID_SOURCES} ('queries' for official weights), "
+                             f"got {self.id_source!r}")
 
     def build(self) -> SINE:
         """Build the architecture with random weights (no file or network access); ``preset`` is unset."""
@@ -428,11 +446,16 @@ register_preset(
         ),
         licence=LicenceNotice(name="BSD-3-Clause", text=_EMBEDDED_TERMS,
                               url="https://opensource.org/license/bsd-3-clause"),
-        # Trained on 224-pixel crops at the images' own scale: targets are tiled, never shrunk.
-        input=InputSpec(pad_size=224, resize_rule="fss"),
+        # Trained on 224-pixel crops at the images' own scale: targets are tiled, never shrunk. Objects
+        # whose median diameter is under 28 px or over 128 px are resized into that range when no scale is
+        # given (measured on synthetic discs: docs/quality.md#automatic-scale).
+        input=InputSpec(pad_size=224, resize_rule="fss", object_diameter_px=(28.0, 128.0)),
         # Its instance queries are undertrained; the components of its semantic answer score far higher
         # (docs/quality.md), so those are its instance answer.
         instance_source="semantic",
+        # Its ID head is weak (raw ID masks reach IoU 0.35 at best on its own reference): its ID answer is
+        # its instance answer matched to the reference objects (docs/quality.md#id-by-matching).
+        id_source="matching",
         # Measured on the shared evaluation sets (docs/quality.md, "Default recipe").
         recipe=FittingRecipe(calibrate=True, refine_steps=400, evidence="docs/quality.md#default-recipe"),
     )

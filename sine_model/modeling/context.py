@@ -102,33 +102,49 @@ def pool_reference_tokens(
     -------
     ReferenceTokens
     """
-    dtype = ref_features.dtype
     all_ids = torch.cat([ids.reshape(-1) for ids in ref_ids])
     all_labels = torch.cat([labels.reshape(-1) for labels in ref_labels])
     ids = torch.unique(all_ids)
     sem_labels = torch.unique(all_labels)
     id_labels = _labels_of_ids(ids, all_ids, all_labels)
 
-    id_maps, sem_maps, feature_maps = [], [], []
-    for features, masks, labels, obj_ids in zip(ref_features, ref_masks, ref_labels, ref_ids, strict=True):
-        resized = F.interpolate(
-            masks[None].to(dtype), size=pool_size, mode="bilinear", align_corners=False
-        )[0]
-        # Sum of the resized masks of each group; binarised (> 0) inside masked_average.
-        id_maps.append(torch.einsum("gn,nhw->ghw", _group_matrix(obj_ids, ids, dtype), resized))
-        sem_maps.append(torch.einsum("gn,nhw->ghw", _group_matrix(labels, sem_labels, dtype), resized))
-        feature_maps.append(
-            F.interpolate(features[None], size=pool_size, mode="bilinear", align_corners=False)[0]
-        )
-    # Width-concatenation makes the mean pixel-weighted across references (official k-shot rule).
-    features_cat = torch.cat(feature_maps, dim=-1)
+    # Pixel-weighted mean across references (the official k-shot rule: the maps are width-concatenated),
+    # accumulated tile by tile over the groups present in each: a dense (groups, h, K·w) map would need
+    # ids × tiles memory (2,809 ids on 256 tiles: 12 GB).
+    id_sum, id_area = _group_sums(ref_features, ref_masks, ref_ids, ids, pool_size)
+    sem_sum, sem_area = _group_sums(ref_features, ref_masks, ref_labels, sem_labels, pool_size)
     return ReferenceTokens(
-        id_tokens=masked_average(features_cat, torch.cat(id_maps, dim=-1)),
-        sem_tokens=masked_average(features_cat, torch.cat(sem_maps, dim=-1)),
+        id_tokens=id_sum / (id_area[:, None] + POOLING_EPS),
+        sem_tokens=sem_sum / (sem_area[:, None] + POOLING_EPS),
         ids=ids,
         id_labels=id_labels,
         sem_labels=sem_labels,
     )
+
+
+def _group_sums(ref_features: Tensor, ref_masks: list[Tensor], ref_values: list[Tensor], groups: Tensor,
+                pool_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Per group (sorted ``groups``): Σ features over its binarised pooled mask, and the mask's area.
+
+    A group's mask in one reference is the union (sum, then ``> 0``) of its masks there, resized to
+    ``pool_size``; sums and areas add up over the references.
+    """
+    dtype = ref_features.dtype
+    sums = ref_features.new_zeros(len(groups), ref_features.shape[1])
+    areas = ref_features.new_zeros(len(groups))
+    for features, masks, values in zip(ref_features, ref_masks, ref_values, strict=True):
+        present = torch.unique(values.reshape(-1))
+        if not present.numel():
+            continue
+        rows = torch.searchsorted(groups, present)
+        resized = F.interpolate(masks[None].to(dtype), pool_size, mode="bilinear", align_corners=False)[0]
+        with torch.no_grad():
+            grouped = torch.einsum("gn,nhw->ghw", _group_matrix(values.reshape(-1), present, dtype), resized)
+            binary = (grouped > 0).to(dtype)
+        feature_map = F.interpolate(features[None], size=pool_size, mode="bilinear", align_corners=False)[0]
+        sums = sums.index_add(0, rows, torch.einsum("chw,ghw->gc", feature_map, binary))
+        areas = areas.index_add(0, rows, binary.sum(dim=(-1, -2)))
+    return sums, areas
 
 
 def _labels_of_ids(ids: Tensor, all_ids: Tensor, all_labels: Tensor) -> Tensor:
