@@ -85,7 +85,9 @@ def cli_command(record: dict[str, Any]) -> tuple[str | None, list[str]]:
     device = params["device_requested"].split(":")[0]  # the CLI takes the device type
     args += ["--modes", ",".join(params["modes"]), "--model", record["model"]["preset"],
              "--device", device, "--precision", params["precision"],
-             "--pad", str(params["pad"]), "--scale", str(params["scale"])]
+             "--pad", str(params["pad"])]
+    if params["scale"] is not None:  # None: automatic, the CLI's default too
+        args += ["--scale", str(params["scale"])]
     if params.get("instance_source"):
         args += ["--instances", params["instance_source"]]
     for mode, value in params["thresholds"].items():

@@ -44,7 +44,8 @@ class WidgetSettings:
     threshold : float
         Score threshold of the ID and instance modes during a run.
     scale : float
-        Resize factor applied before tiling (1 = native pixels).
+        Resize factor applied before tiling (1 = native pixels; 0 = automatic, from the reference
+        objects' size).
     memory : bool
         Time-lapse memory for ID proposals on stacks.
     min_score : float
@@ -69,7 +70,7 @@ class WidgetSettings:
     device: str = "auto"
     modes: list[str] = field(default_factory=lambda: ["id", "instance", "semantic"])
     threshold: float = 0.5
-    scale: float = 1.0
+    scale: float = 0.0
     memory: bool = False
     min_score: float = 0.0
     accept_scope: str = "all"

@@ -53,8 +53,8 @@ class RunRequest:
         Modes to propagate.
     thresholds : mapping
         Per-mode score thresholds.
-    scale : float
-        Resize factor before tiling.
+    scale : float or None
+        Resize factor before tiling; None: chosen from the reference objects' size.
     memory : bool
         Time-lapse memory for ID proposals.
     pairs : sequence of (image, labels)
@@ -88,7 +88,7 @@ class RunRequest:
     device: str
     modes: tuple[str, ...]
     thresholds: Mapping[str, float]
-    scale: float
+    scale: float | None
     memory: bool
     pairs: Sequence[tuple[np.ndarray, np.ndarray]]
     classes: Mapping[int, int] | None

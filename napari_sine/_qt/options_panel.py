@@ -90,10 +90,12 @@ class OptionsPanel(QGroupBox):
         self.threshold.setToolTip("minimum score of ID and instance proposals during the run (semantic "
                                   f"regions use {DEFAULT_THRESHOLDS['semantic']})")
         self.scale = QDoubleSpinBox()
-        self.scale.setRange(0.05, 4.0)
+        self.scale.setRange(0.0, 4.0)  # the minimum, 0, shows as "auto"
         self.scale.setSingleStep(0.05)
+        self.scale.setSpecialValueText("auto")
         self.scale.setToolTip("resize images by this factor before the model sees them: below 1 for large "
-                              "objects or speed, above 1 for small objects")
+                              "objects or speed, above 1 for small objects; auto: chosen from the "
+                              "reference objects' size (the sizes the model sees well)")
         self.memory = QCheckBox("time-lapse memory (ID)")
         self.memory.setToolTip("for one stack in time order: earlier predicted frames help the ID mode")
         self.recipe = QCheckBox("the model's recipe")
@@ -349,6 +351,11 @@ class OptionsPanel(QGroupBox):
         self.refine_steps.setEnabled(not following and self.refine.isChecked())
         self.fitting_line.setText(self.fitting_text())
 
+    def scale_choice(self) -> float | None:
+        """The resize factor for the run; None for automatic (the spin box at its minimum, "auto")."""
+        value = round(self.scale.value(), 4)
+        return None if value <= self.scale.minimum() else value
+
     def thresholds(self) -> dict[str, float]:
         value = round(self.threshold.value(), 4)
         return {"id": value, "instance": value}
@@ -381,7 +388,7 @@ class OptionsPanel(QGroupBox):
         settings.model = self._wanted_model if self.loading else self.model_name()
         settings.device = self._wanted_device if self.loading else self.device.currentText()
         settings.threshold = round(self.threshold.value(), 4)
-        settings.scale = round(self.scale.value(), 4)
+        settings.scale = round(self.scale.value(), 4)  # 0: auto
         settings.memory = self.memory.isChecked()
         settings.recipe = self.recipe.isChecked()
         settings.calibrate = self.calibrate.isChecked()

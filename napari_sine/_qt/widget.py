@@ -186,7 +186,7 @@ class SineWidget(QWidget):
             raise InputError("time-lapse memory improves ID proposals: tick the ID mode or untick memory")
         request = RunRequest(
             preset=choice.name, device=self.options.device.currentText(), modes=modes,
-            thresholds=self.options.thresholds(), scale=round(self.options.scale.value(), 4), memory=memory,
+            thresholds=self.options.thresholds(), scale=self.options.scale_choice(), memory=memory,
             pairs=pairs, classes=classes, targets=[plane_view(p) for p in planes], channel_axis=channel_axis,
             **dict(zip(("calibrate", "adapt_steps", "refine_steps"), self.options.fitting_choice(),
                        strict=True)),

@@ -75,10 +75,13 @@ class AdjustableSettings:
         """Fix the per-class split rules of the semantic answer (None: choose them on the references)."""
         self._calibrated_steps = None if steps is None else dict(steps)
 
-    def clear_calibration(self, scale: float) -> None:
-        """Undo :func:`~sine_model.fitting.calibration.calibrate`: ``scale``, no input projection, split
-        rules chosen on the references; then set the references again."""
-        if scale != self.scale:
+    def clear_calibration(self, scale: float | None) -> None:
+        """Undo :func:`~sine_model.fitting.calibration.calibrate`: ``scale`` (None: automatic), no input
+        projection, split rules chosen on the references; then set the references again."""
+        if scale is None:
+            if self._scale_given is not None:  # calibration (or a caller) fixed one: automatic again
+                self.set_scale(None)
+        elif scale != self.scale or self._scale_given is None:
             self.set_scale(scale)
         self.set_instance_steps(None)
         if self.project_inputs:

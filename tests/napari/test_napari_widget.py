@@ -39,6 +39,12 @@ def test_widget_docks_and_lists_models(make_napari_viewer, tiny_preset):
     assert widget.options.adapt.isEnabled() and not widget.options.adapt.isChecked()
     assert not widget.options.adapt_steps.isEnabled()  # until adaptation is ticked
     assert widget.cancel_button.isEnabled() is False
+    # the scale is automatic by default (chosen from the reference objects' size), a number once set
+    assert widget.options.scale.text() == "auto" and widget.options.scale_choice() is None
+    widget.options.scale.setValue(0.5)
+    assert widget.options.scale_choice() == 0.5
+    widget.options.scale.setValue(0.0)
+    assert widget.options.scale_choice() is None
 
 
 def test_layer_lists_follow_the_viewer(make_napari_viewer, tiny_preset):
@@ -168,5 +174,9 @@ def test_replay_command_parses_with_the_cli():
     command = cli_command(record)[0]
     flags = {"--calibrate", "--no-calibrate", "--adapt", "--no-refine", "--refine"}
     assert not flags & set(shlex.split(command))
+    record["parameters"]["scale"] = None  # automatic: the CLI's default, no flag
+    command = cli_command(record)[0]
+    assert "--scale" not in shlex.split(command)
+    assert build_parser().parse_args(shlex.split(command)[1:]).scale is None
     record["references"][0]["plane"] = 3
     assert cli_command(record)[0] is None
