@@ -67,7 +67,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         writer.discard()
         raise
     print(f"Wrote {', '.join(p.name for p in kept)} to {args.out}. 'truth' counts the bundled labels; "
-          "ID proposals keep the reference's ids (different nuclei in other images: informative only).")
+          "ID proposals follow the reference's objects into views of the same scene (a time-lapse, an "
+          "overlapping field); these targets are other fields, so few or no ID objects is the right answer.")
     return 0
 
 
