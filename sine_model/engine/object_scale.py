@@ -3,7 +3,7 @@
 A model segments objects well only in a range of sizes, in model-input pixels: the embedded model
 finds none of 144 blobs 8 px across at their native size, and all of them once enlarged 5 times
 (docs/quality.md, "Automatic scale"). A preset records that range as data
-(:attr:`~sine_model.hub.presets.InputSpec.object_diameter_px`); :func:`choose_object_scale` measures the
+(:attr:`~sine_model.hub.preset_specs.InputSpec.object_diameter_px`); :func:`choose_object_scale` measures the
 median equivalent diameter of the reference objects and resizes them into the range: scale 1 when the
 median is inside it (the bundled sample's nuclei, 34 px), otherwise the factor that brings the median to
 the nearer end. The factor is capped (:func:`~sine_model.engine.resources.automatic_scale_cap`: a share

@@ -11,7 +11,7 @@ The order matters and is the same for the CLI, the demo, the napari worker and t
    it will be used with (reverting this order lowered the harness's mean instance F1: docs/quality.md).
 
 Which stages run and their budgets (optimiser steps, seeded) come from the model's preset
-(:class:`~sine_model.hub.presets.FittingRecipe`) unless the caller says otherwise. A stage never ends a
+(:class:`~sine_model.hub.preset_specs.FittingRecipe`) unless the caller says otherwise. A stage never ends a
 run: one that cannot work on these references (too few objects, objects too small for the crops, a
 reference too small to halve, a budget too short) steps aside, :attr:`ReferencePreparation.stepped_aside`
 says why in one line, and the next stage runs. A wall-clock cap per stage is only a safety net; a fit it
