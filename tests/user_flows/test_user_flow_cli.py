@@ -58,18 +58,19 @@ def test_demo_command_writes_results_and_one_row_per_target(tmp_path):
     names = [path.stem for path in sample_targets()]
     rows = TABLE_ROW.findall(process.stdout)
     assert rows == names, process.stdout  # one row per target, in order
-    _check_outputs(out, len(names))
+    _check_outputs(out, len(names), id_targets=())  # other fields of view: no ID answer is right
 
 
 def test_propagate_command_on_the_sample_files(tmp_path):
+    """The sample's targets, then the reference image itself: ID answers come back on the reference."""
     out = tmp_path / "propagated"
-    targets = sample_targets()
+    targets = [*sample_targets(), SAMPLE_DIR / "reference.png"]
     process = run_flow([*napari_sine_command(), "propagate", "--ref", str(SAMPLE_DIR / "reference.png"),
                         "--ref-labels", str(SAMPLE_DIR / "reference_labels.tif"),
                         "--targets", *map(str, targets), "--out", str(out), "--device", "cpu"], tmp_path)
     assert_exit_ok(process)
     assert f"Wrote {len(targets)} target(s)" in process.stdout, process.stdout
-    _check_outputs(out, len(targets))
+    _check_outputs(out, len(targets), id_targets=(len(targets) - 1,))
 
 
 def test_propagate_command_with_a_missing_file_says_so_in_one_line(tmp_path):
@@ -85,14 +86,17 @@ def test_propagate_command_with_a_missing_file_says_so_in_one_line(tmp_path):
     assert not out.exists()  # checked before anything is written
 
 
-def _check_outputs(out: Path, n_targets: int) -> None:
-    """The three label stacks (one page per target) and a scores table with every mode in it."""
+def _check_outputs(out: Path, n_targets: int, id_targets: tuple[int, ...]) -> None:
+    """The three label stacks (one page per target) and a scores table: instance and semantic proposals
+    on every target, ID proposals on ``id_targets`` (views of the reference's scene)."""
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
     for mode in MODES:
         labels = tifffile.imread(out / f"labels_{mode}.tif")
         assert labels.shape[0] == n_targets and labels.dtype.kind == "u", (mode, labels.shape, labels.dtype)
-        assert all(plane.any() for plane in labels), f"a target without {mode} proposals"
+        expected = id_targets if mode == "id" else range(n_targets)
+        assert all(labels[index].any() for index in expected), f"a target without {mode} proposals"
     with open(out / "scores.csv", newline="", encoding="utf-8") as table:
         rows = list(csv.DictReader(table))
-    assert rows and {row["mode"] for row in rows} == set(MODES), rows[:3]
+    expected_modes = set(MODES) if id_targets else set(MODES) - {"id"}
+    assert rows and {row["mode"] for row in rows} >= expected_modes, rows[:3]
     assert {int(row["target"]) for row in rows} == set(range(n_targets))
