@@ -200,9 +200,13 @@ def test_cross_fit_without_folds_is_plain_adaptation(tiny_model):
     assert result.fold_models is None and result.steps == 2 and propagator.model is result.model
 
 
-def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):
+def _adapt_cli_setup(tmp_path, monkeypatch) -> tuple:
+    """A tiny embedded model saved as the start weights, the blob reference written as TIFFs in
+    ``tmp_path`` (``ref.tif``, ``ref_labels.tif``), and a parser holding the ``adapt`` command."""
+    import tifffile
+
     from sine_model.hub.presets import PRESETS, LicenceNotice, Preset, WeightSource
-    from sine_model.hub.pretrained import from_pretrained, save_preset_weights
+    from sine_model.hub.pretrained import save_preset_weights
 
     monkeypatch.setenv("SINE_CACHE_DIR", str(tmp_path / "cache"))
     architecture = replace(get_preset(EMBEDDED_PRESET).model, kind="cnn", **TINY)
@@ -212,13 +216,18 @@ def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):
     monkeypatch.setitem(PRESETS, preset.name, preset)
     start = tmp_path / "start.safetensors"
     save_preset_weights(tiny_embedded(), preset, start)
-    import tifffile
-
     image, labels = blob_pair()
     tifffile.imwrite(tmp_path / "ref.tif", image)
     tifffile.imwrite(tmp_path / "ref_labels.tif", labels)
     parser = argparse.ArgumentParser()
     add_train_commands(parser.add_subparsers(dest="command"))
+    return start, parser
+
+
+def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):
+    from sine_model.hub.pretrained import from_pretrained
+
+    start, parser = _adapt_cli_setup(tmp_path, monkeypatch)
     out = tmp_path / "adapted.safetensors"
     args = parser.parse_args(["adapt", "--ref", str(tmp_path / "ref.tif"), "--ref-labels",
                               str(tmp_path / "ref_labels.tif"), "--model", str(start), "--steps", "2",
@@ -234,26 +243,11 @@ def test_cli_adapt_writes_loadable_weights(tmp_path, monkeypatch):
 
 def test_cli_adapt_budget_is_steps_and_repeats(tmp_path, monkeypatch, capsys):
     from sine_model.cli import train as train_cli
-    from sine_model.hub.presets import PRESETS, LicenceNotice, Preset, WeightSource
-    from sine_model.hub.pretrained import from_pretrained, save_preset_weights
+    from sine_model.hub.pretrained import from_pretrained
 
     assert train_cli.ADAPT_STEPS == adapt_module.ADAPT_STEPS  # the CLI's default is the library's
     assert train_cli.ADAPT_MAX_SECONDS == adapt_module.MAX_ADAPT_SECONDS
-    monkeypatch.setenv("SINE_CACHE_DIR", str(tmp_path / "cache"))
-    architecture = replace(get_preset(EMBEDDED_PRESET).model, kind="cnn", **TINY)
-    preset = Preset(name="test-embedded-tiny", description="tiny", model=architecture,
-                    weights=WeightSource(kind="url", location="https://example.invalid/w"),
-                    licence=LicenceNotice("CC0", "none"))
-    monkeypatch.setitem(PRESETS, preset.name, preset)
-    start = tmp_path / "start.safetensors"
-    save_preset_weights(tiny_embedded(), preset, start)
-    import tifffile
-
-    image, labels = blob_pair()
-    tifffile.imwrite(tmp_path / "ref.tif", image)
-    tifffile.imwrite(tmp_path / "ref_labels.tif", labels)
-    parser = argparse.ArgumentParser()
-    add_train_commands(parser.add_subparsers(dest="command"))
+    start, parser = _adapt_cli_setup(tmp_path, monkeypatch)
     common = ["adapt", "--ref", str(tmp_path / "ref.tif"), "--ref-labels", str(tmp_path / "ref_labels.tif"),
               "--model", str(start), "--pad", "56", "--device", "cpu"]
     states = []
