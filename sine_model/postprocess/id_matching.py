@@ -275,11 +275,7 @@ def _transfer(objects: ReferenceObjects, grey: np.ndarray, labels: np.ndarray, f
         extra, _ = ndi.label(np.asarray(foreground, bool) & (candidates == 0))
         offset = int(candidates.max()) if candidates.size else 0
         candidates = np.where(extra > 0, extra + offset, candidates)
-    if taken:  # objects mostly covered by an unchanged one are that object; the rest keep their pixels
-        covered = id_map > 0
-        values, inverse = np.unique(candidates, return_inverse=True)
-        share = np.bincount(inverse.ravel(), covered.ravel(), len(values)) / np.bincount(inverse.ravel())
-        candidates[(share[inverse.reshape(candidates.shape)] > 0.5) | covered] = 0
+    candidates[id_map > 0] = 0  # what is left of an object merged with an unchanged one is matched alone
     k, shift, _ = max(trusted, key=lambda t: t[2])
     cores = shifted_labels(objects.labels[k], shift, candidates.shape)
     if taken:

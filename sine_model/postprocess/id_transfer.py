@@ -5,9 +5,10 @@ the reference objects say more than their centroids:
 
 - **Unchanged objects.** Where the target's pixels around a reference object are the reference's own (local
   correlation ≥ :data:`UNCHANGED_CORRELATION` over the object's box widened by half a median diameter, the
-  whole object inside the target), the object is the one the user drew: its ID answer is the user's mask,
-  shifted. This is the reference plane of a stack propagated with the rest of it, or two overlapping tiles
-  of one acquisition; noisy frames of a time-lapse stay under the bar and are matched as usual.
+  whole object inside the target and clear of the reference's border), the object is the one the user
+  drew: its ID answer is the user's mask, shifted. This is the reference plane of a stack propagated with
+  the rest of it, or two overlapping tiles of one acquisition; noisy frames of a time-lapse stay under the
+  bar and are matched as usual.
 - **Splitting merged objects.** An instance object of the target that holds the cores (the object less its
   :data:`CORE_DEPTH`-pixel rim) of two or more registered reference objects is cut between them (each pixel
   to the nearest core inside the object), so that touching objects the instance answer merged can each take
@@ -82,6 +83,8 @@ def unchanged_objects(reference: np.ndarray, labels: np.ndarray, target: np.ndar
         if box is None:
             continue
         ys, xs = box
+        if ys.start == 0 or xs.start == 0 or ys.stop == inverse.shape[0] or xs.stop == inverse.shape[1]:
+            continue  # the reference's border may cut the object: its mask may be part of it
         ty0, ty1, tx0, tx1 = ys.start - dy, ys.stop - dy, xs.start - dx, xs.stop - dx
         if ty0 < 0 or tx0 < 0 or ty1 > target.shape[0] or tx1 > target.shape[1]:
             continue  # the object is not all inside the target: it may be cut there

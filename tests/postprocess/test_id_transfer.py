@@ -65,6 +65,10 @@ def test_unchanged_objects_fire_only_where_the_target_is_the_reference():
     half = image[:, :44]
     kept = {v for v, *_ in unchanged_objects(image, labels, half, (0, 0), objects.diameter)}
     assert kept == {10, 14, 18, 19}
+    # nor those the reference cuts (the reference is the left half, the target the whole image)
+    left = labels[:, :44]
+    assert {v for v, *_ in unchanged_objects(image[:, :44], left, image, (0, 0), objects.diameter)} == \
+        {10, 14, 18, 19}
 
 
 def test_noisy_target_with_merged_instances_gets_each_id():
