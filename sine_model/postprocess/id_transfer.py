@@ -83,8 +83,8 @@ def unchanged_objects(reference: np.ndarray, labels: np.ndarray, target: np.ndar
         if box is None:
             continue
         ys, xs = box
-        if ys.start == 0 or xs.start == 0 or ys.stop == inverse.shape[0] or xs.stop == inverse.shape[1]:
-            continue  # the reference's border may cut the object: its mask may be part of it
+        if _cut_by_reference(box, inverse.shape, target.shape, shift):
+            continue  # the target sees past the reference's border there: the mask may be part of it
         ty0, ty1, tx0, tx1 = ys.start - dy, ys.stop - dy, xs.start - dx, xs.stop - dx
         if ty0 < 0 or tx0 < 0 or ty1 > target.shape[0] or tx1 > target.shape[1]:
             continue  # the object is not all inside the target: it may be cut there
@@ -100,6 +100,17 @@ def unchanged_objects(reference: np.ndarray, labels: np.ndarray, target: np.ndar
         if correlation >= UNCHANGED_CORRELATION:
             found.append((int(values[k]), correlation, (slice(ty0, ty1), slice(tx0, tx1)), inverse[box] == k))
     return found
+
+
+def _cut_by_reference(box: tuple[slice, slice], ref_shape: tuple[int, ...], target_shape: tuple[int, ...],
+                      shift: tuple[int, int]) -> bool:
+    """Whether an object touching the reference's border continues where the target still has pixels."""
+    for span, ref_size, target_size, offset in zip(box, ref_shape[:2], target_shape[:2], shift, strict=True):
+        if span.start == 0 and offset < 0:  # the target has pixels before the reference's first row/column
+            return True
+        if span.stop == ref_size and ref_size - offset < target_size:  # ... or after its last
+            return True
+    return False
 
 
 def _cores(labels: np.ndarray) -> np.ndarray:

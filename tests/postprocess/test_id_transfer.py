@@ -65,7 +65,10 @@ def test_unchanged_objects_fire_only_where_the_target_is_the_reference():
     half = image[:, :44]
     kept = {v for v, *_ in unchanged_objects(image, labels, half, (0, 0), objects.diameter)}
     assert kept == {10, 14, 18, 19}
-    # nor those the reference cuts (the reference is the left half, the target the whole image)
+    # the reference as the target: objects cut by its border are copied too (the target sees no more)
+    assert {v for v, *_ in unchanged_objects(image[:, :44], labels[:, :44], image[:, :44], (0, 0),
+                                             objects.diameter)} == {10, 11, 14, 15, 18, 19}
+    # but not where the target sees past the reference's border (reference: the left half; target: all)
     left = labels[:, :44]
     assert {v for v, *_ in unchanged_objects(image[:, :44], left, image, (0, 0), objects.diameter)} == \
         {10, 14, 18, 19}
