@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.setdefault((f"{kind}, {how}", variant), []).append(
                         ((ious >= 0.8).sum(), (ious >= 0.5).sum(), len(ious), score))
             print(f"{name} {kind}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    print(f"Model alone{' + recipe' if args.recipe else ''}; sample images: "
+    print(f"sine-embedded, {'default recipe' if args.recipe else 'model alone'}; sample images: "
           + ", ".join(name for name, *_ in images))
     print("\n| pairs | ID answer | objects at IoU ≥ 0.8 | at IoU ≥ 0.5 | ID score (mean) |")
     print("|---|---|---:|---:|---:|")
