@@ -15,7 +15,6 @@ from sine_model.modeling.context import ReferenceTokens, fuse
 from sine_model.modeling.mformer import (
     MFormer,
     additive_mask,
-    cross_attention_allowed,
     folded_query_masks,
     folded_query_masks_resized,
     self_attention_allowed,
@@ -56,9 +55,10 @@ def _old_forward(model: MFormer, target_features, tokens: ReferenceTokens, retur
     sa_allowed = self_attention_allowed(num_ids, queries.shape[1] - num_ids)
     memory_pos = pixel_pos[None].expand(batch, -1, -1)
     predictions = [_old_predict(model, queries, num_ids, num_matched, mask_features)]
-    ca_allowed = cross_attention_allowed(
-        torch.cat([predictions[0]["pred_id_masks"], predictions[0]["pred_ins_masks"]], dim=1),
-        (grid_h, grid_w))
+    first = torch.cat([predictions[0]["pred_id_masks"], predictions[0]["pred_ins_masks"]], dim=1)
+    ca_allowed = F.interpolate(first, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+    ca_allowed = ca_allowed.sigmoid().flatten(2) >= 0.5
+    ca_allowed = (ca_allowed | ~ca_allowed.any(dim=-1, keepdim=True))[:, None]  # all-blocked → all allowed
     for block in model.transformer_layers:
         queries = block(queries, query_pos, num_matched, pixels, memory_pos, sa_allowed, ca_allowed)
         predictions.append(_old_predict(model, queries, num_ids, num_matched, mask_features))
