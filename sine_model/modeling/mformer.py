@@ -10,9 +10,11 @@ Official quirk kept on purpose: the cross-attention mask is computed once, from 
 Speed (issue 22), same outputs up to float rounding: the mask logits are dot products of the query
 embeddings with the mask features, and the last layer of the mask-feature head is a 2×2, stride-2
 transposed convolution, so the embeddings are folded into that layer's weights
-(:func:`folded_query_masks`) instead of computing the 256-channel mask features at 4g × 4g (about 4×
-fewer FLOPs at P = 896). Attention masks are turned into additive float masks once per call, and the
-cross-attention key input (pixels + position) is built once for all blocks.
+(``mask_folding.py``) instead of computing the 256-channel mask features at 4g × 4g (the mask head's
+FLOPs at P = 896 drop to about a third, and two 4g × 4g copies go). With ``return_aux=False`` the first
+prediction's masks are made only at the feature grid, for the cross-attention mask. Attention masks
+are turned into additive float masks once per call, and the cross-attention key input (pixels +
+position) is built once for all blocks.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from sine_model.modeling.layers import (
     SelfAttentionLayer,
     xavier_init_matrices,
 )
+from sine_model.modeling.mask_folding import (
+    foldable_deconvolution,
+    folded_query_masks,
+    folded_query_masks_resized,
+)
 from sine_model.modeling.position import id_query_positions, sine_position_encoding
 
 __all__ = [
@@ -41,7 +48,6 @@ __all__ = [
     "cross_attention_allowed",
     "cross_attention_allowed_at_grid",
     "additive_mask",
-    "folded_query_masks",
 ]
 
 
@@ -115,96 +121,6 @@ def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     never give one); SDPA would return NaN there in both forms.
     """
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
-
-
-def folded_query_masks(embeddings: Tensor, hidden: Tensor, deconv: nn.ConvTranspose2d) -> Tensor:
-    """Mask logits ``einsum("bqc,bchw->bqhw", embeddings, deconv(hidden))`` without ``deconv(hidden)``.
-
-    ``deconv`` (kernel 2, stride 2, no padding) maps each hidden cell (i, j) to the output cells
-    (2i + a, 2j + c) with its tap W[:, :, a, c]; a query's logits there are ``hidden[:, i, j] ·
-    (W[:, :, a, c] @ e_q) + bias · e_q``. So the embeddings are folded into per-query taps (K, Q·4),
-    one matmul over the hidden cells gives (Q·4, h·w), and ``pixel_shuffle`` puts the taps in place.
-
-    Parameters
-    ----------
-    embeddings : Tensor
-        (B, Q, C) mask embeddings.
-    hidden : Tensor
-        (B, K, h, w) input of ``deconv``.
-    deconv : nn.ConvTranspose2d
-        K → C channels, kernel 2, stride 2.
-
-    Returns
-    -------
-    Tensor
-        (B, Q, 2h, 2w), equal to the unfolded product up to float rounding.
-    """
-    batch, num_queries, _ = embeddings.shape
-    _, channels, height, width = hidden.shape
-    taps = _folded_taps(embeddings, deconv)  # (B, Q·4, K + 1): the bias rides on a ones channel
-    ones = hidden.new_ones(batch, 1, height * width)
-    logits = torch.bmm(taps, torch.cat([hidden.reshape(batch, channels, height * width), ones], dim=1))
-    # (B, Q, a, c, i, j) → (B, Q, 2i + a, 2j + c): the pixel-shuffle order, as one permuting copy.
-    logits = logits.view(batch, num_queries, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
-    return logits.reshape(batch, num_queries, 2 * height, 2 * width)
-
-
-def folded_query_masks_resized(
-    embeddings: Tensor, hidden: Tensor, deconv: nn.ConvTranspose2d, size: tuple[int, int]
-) -> Tensor:
-    """``F.interpolate(folded_query_masks(...), size, mode="bilinear")`` without the 2h × 2w masks.
-
-    Bilinear resizing (``align_corners=False``, no antialias) is separable and linear: R_y · X · R_xᵀ
-    with 1-D interpolation matrices that :func:`F.interpolate` itself builds from an identity. Applied
-    to each tap's hidden map first, the masks are then one small matmul at the output size. Used for the
-    cross-attention mask, which needs the first prediction's masks only at the feature grid.
-    """
-    batch, num_queries, _ = embeddings.shape
-    _, channels, height, width = hidden.shape
-    rows = _interpolation_matrix(2 * height, size[0], hidden)  # (out_h, 2h)
-    cols = _interpolation_matrix(2 * width, size[1], hidden)  # (out_w, 2w)
-    # Output row 2i + a of the deconvolution holds tap a of hidden row i.
-    rows_by_tap = rows.view(size[0], height, 2).permute(2, 0, 1)  # (a, out_h, i)
-    cols_by_tap = cols.view(size[1], width, 2).permute(2, 0, 1)  # (c, out_w, j)
-    resized = torch.einsum("ayi,bkij->bakyj", rows_by_tap, hidden)
-    resized = torch.einsum("bakyj,cxj->backyx", resized, cols_by_tap)  # (B, a, c, K, out_h, out_w)
-    resized = resized.reshape(batch, 4 * channels, size[0] * size[1])
-    ones = (rows.sum(1)[:, None] * cols.sum(1)[None, :]).reshape(1, 1, -1).expand(batch, 1, -1)
-    logits = torch.bmm(_folded_taps(embeddings, deconv, per_tap=False), torch.cat([resized, ones], dim=1))
-    return logits.view(batch, num_queries, size[0], size[1])
-
-
-def _folded_taps(embeddings: Tensor, deconv: nn.ConvTranspose2d, per_tap: bool = True) -> Tensor:
-    """Embeddings folded into the deconvolution's taps, bias last.
-
-    ``per_tap``: (B, Q·4, K + 1), rows ordered (query, a, c); else (B, Q, 4·K + 1), columns (a, c, K).
-    """
-    batch, num_queries, _ = embeddings.shape
-    taps = torch.einsum("kcyx,bqc->bqyxk", deconv.weight, embeddings)  # (B, Q, a, c, K)
-    bias = embeddings @ deconv.bias if deconv.bias is not None else embeddings.new_zeros(batch, num_queries)
-    if per_tap:
-        taps = taps.reshape(batch, num_queries * 4, -1)
-        return torch.cat([taps, bias.repeat_interleave(4, dim=1)[..., None]], dim=2)
-    return torch.cat([taps.reshape(batch, num_queries, -1), bias[..., None]], dim=2)
-
-
-def _interpolation_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
-    """(size_out, size_in) matrix of 1-D linear resizing with ``align_corners=False`` (torch's own)."""
-    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)[None]
-    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].T.contiguous()
-
-
-def _foldable(deconv: nn.Module) -> bool:
-    """Whether ``deconv`` is the 2×2, stride-2 transposed convolution :func:`folded_query_masks` handles."""
-    return (
-        isinstance(deconv, nn.ConvTranspose2d)
-        and tuple(deconv.kernel_size) == (2, 2)
-        and tuple(deconv.stride) == (2, 2)
-        and tuple(deconv.padding) == (0, 0)
-        and tuple(deconv.output_padding) == (0, 0)
-        and tuple(deconv.dilation) == (1, 1)
-        and deconv.groups == 1
-    )
 
 
 class MFormer(nn.Module):
@@ -353,14 +269,14 @@ class MFormer(nn.Module):
     def mask_source(self, target_features: Tensor) -> Tensor:
         """What :meth:`predict` takes the masks from: the input of the last (foldable) layer of the
         mask-feature head (B, C/2, 2g, 2g), else the mask features themselves (B, C, 4g, 4g)."""
-        if _foldable(self.mask_feat_layer[-1]):
+        if foldable_deconvolution(self.mask_feat_layer[-1]):
             return self.mask_feat_layer[:-1](target_features)
         return self.mask_feat_layer(target_features)
 
     def query_masks(self, embeddings: Tensor, mask_source: Tensor) -> Tensor:
         """Mask logits (B, Q, 4g, 4g): embeddings (B, Q, C) · mask features (see :meth:`mask_source`)."""
         deconv = self.mask_feat_layer[-1]
-        if _foldable(deconv):
+        if foldable_deconvolution(deconv):
             return folded_query_masks(embeddings, mask_source, deconv)
         return torch.einsum("bqc,bchw->bqhw", embeddings, mask_source)
 
@@ -370,7 +286,7 @@ class MFormer(nn.Module):
         """The ID + instance mask logits of :meth:`predict`, bilinearly resized to ``grid``."""
         embeddings = self.mask_embed(self.decoder_norm(queries[:, :num_matched]))
         deconv = self.mask_feat_layer[-1]
-        if _foldable(deconv):
+        if foldable_deconvolution(deconv):
             return folded_query_masks_resized(embeddings, mask_source, deconv, grid)
         masks = torch.einsum("bqc,bchw->bqhw", embeddings, mask_source)
         return F.interpolate(masks, size=grid, mode="bilinear", align_corners=False)
