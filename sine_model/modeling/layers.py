@@ -70,7 +70,8 @@ class PackedAttention(nn.Module):
     def forward(self, query: Tensor, key: Tensor, value: Tensor, allowed: Tensor | None = None) -> Tensor:
         """Attend ``query`` (B, L, C) to ``key``/``value`` (B, S, C).
 
-        ``allowed`` is a bool mask broadcastable to (B, heads, L, S), True where attention is allowed.
+        ``allowed`` is a bool mask broadcastable to (B, heads, L, S), True where attention is allowed,
+        or the equivalent additive float mask (0 allowed, −inf blocked) that SDPA would build from it.
         """
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
@@ -124,8 +125,10 @@ class CrossAttentionLayer(nn.Module):
         pos: Tensor | None = None,
         memory_pos: Tensor | None = None,
         allowed: Tensor | None = None,
+        key: Tensor | None = None,
     ) -> Tensor:
-        key = _with_pos(memory, memory_pos)
+        """``key`` (optional) is ``memory + memory_pos`` precomputed, e.g. once for several layers."""
+        key = _with_pos(memory, memory_pos) if key is None else key
         if self.pre_norm:
             return x + self.multihead_attn(_with_pos(self.norm(x), pos), key, memory, allowed)
         return self.norm(x + self.multihead_attn(_with_pos(x, pos), key, memory, allowed))

@@ -6,6 +6,15 @@ cross-attention; FFN1 serves ID and instance queries, FFN2 the prototypes.
 
 Official quirk kept on purpose: the cross-attention mask is computed once, from the prediction made
 *before* block 0, and reused by all decoder blocks (the checkpoint was trained that way).
+
+Speed (issue 22), same outputs up to float rounding: the mask logits are dot products of the query
+embeddings with the mask features, and the last layer of the mask-feature head is a 2×2, stride-2
+transposed convolution, so the embeddings are folded into that layer's weights
+(``mask_folding.py``) instead of computing the 256-channel mask features at 4g × 4g (the mask head's
+FLOPs at P = 896 drop to about a third, and two 4g × 4g copies go). With ``return_aux=False`` the first
+prediction's masks are made only at the feature grid, for the cross-attention mask. Attention masks
+are turned into additive float masks once per call, and the cross-attention key input (pixels +
+position) is built once for all blocks.
 """
 
 from __future__ import annotations
@@ -25,9 +34,21 @@ from sine_model.modeling.layers import (
     SelfAttentionLayer,
     xavier_init_matrices,
 )
+from sine_model.modeling.mask_folding import (
+    foldable_deconvolution,
+    folded_query_masks,
+    folded_query_masks_resized,
+)
 from sine_model.modeling.position import id_query_positions, sine_position_encoding
 
-__all__ = ["MFormer", "DecoderBlock", "self_attention_allowed", "cross_attention_allowed"]
+__all__ = [
+    "MFormer",
+    "DecoderBlock",
+    "self_attention_allowed",
+    "cross_attention_allowed",
+    "cross_attention_allowed_at_grid",
+    "additive_mask",
+]
 
 
 class DecoderBlock(nn.Module):
@@ -47,15 +68,20 @@ class DecoderBlock(nn.Module):
         query_pos: Tensor,
         num_matched: int,
         memory: Tensor,
-        memory_pos: Tensor,
+        memory_pos: Tensor | None,
         sa_allowed: Tensor,
         ca_allowed: Tensor,
+        memory_key: Tensor | None = None,
     ) -> Tensor:
-        """Update all queries (B, L, C); the first ``num_matched`` (ID + instance) see the image."""
+        """Update all queries (B, L, C); the first ``num_matched`` (ID + instance) see the image.
+
+        The masks are bool (True = allowed) or additive float masks (see :func:`additive_mask`);
+        ``memory_key``, when given, is ``memory + memory_pos`` precomputed by the caller.
+        """
         queries = self.transformer_self_attention_layer(queries, query_pos, sa_allowed)
         matched, semantic = queries[:, :num_matched], queries[:, num_matched:]
         matched = self.transformer_cross_attention_layer(
-            matched, memory, query_pos[:, :num_matched], memory_pos, ca_allowed
+            matched, memory, query_pos[:, :num_matched], memory_pos, ca_allowed, key=memory_key
         )
         return torch.cat(
             [self.transformer_ffn_layer1(matched), self.transformer_ffn_layer2(semantic)], dim=1
@@ -78,9 +104,23 @@ def cross_attention_allowed(mask_logits: Tensor, grid: tuple[int, int]) -> Tenso
     query whose every position is blocked may attend everywhere instead.
     """
     resized = F.interpolate(mask_logits, size=grid, mode="bilinear", align_corners=False)
-    allowed = resized.sigmoid().flatten(2) >= 0.5
+    return cross_attention_allowed_at_grid(resized)
+
+
+def cross_attention_allowed_at_grid(grid_logits: Tensor) -> Tensor:
+    """:func:`cross_attention_allowed` from logits already resized to the grid (B, Q, g, g)."""
+    allowed = grid_logits.sigmoid().flatten(2) >= 0.5
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
     return allowed[:, None].detach()
+
+
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """The float mask SDPA builds from a bool one (0 where allowed, −inf where blocked), built once.
+
+    Rows must not be all-blocked (:func:`cross_attention_allowed` and :func:`self_attention_allowed`
+    never give one); SDPA would return NaN there in both forms.
+    """
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
 
 
 class MFormer(nn.Module):
@@ -169,7 +209,7 @@ class MFormer(nn.Module):
         if grid_h != grid_w:
             raise ValueError(f"target grid {grid_h}×{grid_w} is not square: pad inputs to a square")
         num_ids, num_queries = tokens.num_ids, self.num_queries
-        mask_features = self.mask_features(target_features)
+        mask_source = self.mask_source(target_features)
 
         # In-context fusion, both directions from the pre-fusion inputs.
         ref = torch.cat([tokens.id_tokens, tokens.sem_tokens], dim=0).to(target_features.dtype)
@@ -200,27 +240,64 @@ class MFormer(nn.Module):
         )
         num_matched = num_ids + num_queries
         sa_allowed = self_attention_allowed(num_ids, queries.shape[1] - num_ids, queries.device)
-        memory_pos = pixel_pos[None].expand(batch, -1, -1)
+        sa_mask = additive_mask(sa_allowed, queries.dtype)
+        memory_key = pixels + pixel_pos  # the same key input for every block
 
-        predictions = [self.predict(queries, num_ids, num_matched, mask_features)]
-        ca_allowed = cross_attention_allowed(
-            torch.cat([predictions[0]["pred_id_masks"], predictions[0]["pred_ins_masks"]], dim=1),
-            (grid_h, grid_w),
-        )
+        if return_aux:
+            predictions = [self.predict(queries, num_ids, num_matched, mask_source)]
+            ca_allowed = cross_attention_allowed(
+                torch.cat([predictions[0]["pred_id_masks"], predictions[0]["pred_ins_masks"]], dim=1),
+                (grid_h, grid_w),
+            )
+        else:  # only the cross-attention mask reads the first prediction: make its masks at the grid
+            predictions = []
+            ca_allowed = cross_attention_allowed_at_grid(
+                self.grid_mask_logits(queries, num_matched, mask_source, (grid_h, grid_w))
+            )
+        ca_mask = additive_mask(ca_allowed, queries.dtype)
         last = len(self.transformer_layers) - 1
         for i, block in enumerate(self.transformer_layers):
-            queries = block(queries, query_pos, num_matched, pixels, memory_pos, sa_allowed, ca_allowed)
+            queries = block(queries, query_pos, num_matched, pixels, None, sa_mask, ca_mask,
+                            memory_key=memory_key)
             if return_aux or i == last:
-                predictions.append(self.predict(queries, num_ids, num_matched, mask_features))
+                predictions.append(self.predict(queries, num_ids, num_matched, mask_source))
         out: dict = dict(predictions[-1])
         if return_aux:
             out["aux_outputs"] = predictions[:-1]
         return out
 
+    def mask_source(self, target_features: Tensor) -> Tensor:
+        """What :meth:`predict` takes the masks from: the input of the last (foldable) layer of the
+        mask-feature head (B, C/2, 2g, 2g), else the mask features themselves (B, C, 4g, 4g)."""
+        if foldable_deconvolution(self.mask_feat_layer[-1]):
+            return self.mask_feat_layer[:-1](target_features)
+        return self.mask_feat_layer(target_features)
+
+    def query_masks(self, embeddings: Tensor, mask_source: Tensor) -> Tensor:
+        """Mask logits (B, Q, 4g, 4g): embeddings (B, Q, C) · mask features (see :meth:`mask_source`)."""
+        deconv = self.mask_feat_layer[-1]
+        if foldable_deconvolution(deconv):
+            return folded_query_masks(embeddings, mask_source, deconv)
+        return torch.einsum("bqc,bchw->bqhw", embeddings, mask_source)
+
+    def grid_mask_logits(
+        self, queries: Tensor, num_matched: int, mask_source: Tensor, grid: tuple[int, int]
+    ) -> Tensor:
+        """The ID + instance mask logits of :meth:`predict`, bilinearly resized to ``grid``."""
+        embeddings = self.mask_embed(self.decoder_norm(queries[:, :num_matched]))
+        deconv = self.mask_feat_layer[-1]
+        if foldable_deconvolution(deconv):
+            return folded_query_masks_resized(embeddings, mask_source, deconv, grid)
+        masks = torch.einsum("bqc,bchw->bqhw", embeddings, mask_source)
+        return F.interpolate(masks, size=grid, mode="bilinear", align_corners=False)
+
     def predict(
-        self, queries: Tensor, num_ids: int, num_matched: int, mask_features: Tensor
+        self, queries: Tensor, num_ids: int, num_matched: int, mask_source: Tensor
     ) -> dict[str, Tensor]:
-        """Heads on the normed queries: ID classes, cosine instance classes, ID and instance masks."""
+        """Heads on the normed queries: ID classes, cosine instance classes, ID and instance masks.
+
+        ``mask_source`` comes from :meth:`mask_source`.
+        """
         normed = self.decoder_norm(queries)
         id_q, ins_q, sem_q = normed[:, :num_ids], normed[:, num_ids:num_matched], normed[:, num_matched:]
         scale = torch.clamp(self.logit_scale.exp(), max=100)
@@ -228,7 +305,7 @@ class MFormer(nn.Module):
             "bqc,bmc->bqm", F.normalize(ins_q, dim=-1), F.normalize(sem_q, dim=-1)
         )
         embeddings = self.mask_embed(normed[:, :num_matched])
-        masks = torch.einsum("bqc,bchw->bqhw", embeddings, mask_features)
+        masks = self.query_masks(embeddings, mask_source)
         return {
             "pred_id_logits": self.id_class_embed(id_q),
             "pred_ins_logits": ins_logits,
