@@ -126,8 +126,10 @@ def test_vits_official_checkpoint_round_trip(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = original.forward_raw(refs, masks, labels, ids, target)
         actual = loaded.forward_raw(refs, masks, labels, ids, target)
+    # Equal weights give equal outputs up to float rounding: the mask head's folded matmul
+    # (modeling/mask_folding.py) may sum in another order for another buffer (1.5e-8 measured).
     for key in ("pred_id_logits", "pred_ins_logits", "pred_id_masks", "pred_ins_masks"):
-        assert torch.equal(expected[key], actual[key]), key
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_preset_build_random_and_from_pretrained_device(tiny, tmp_path):
