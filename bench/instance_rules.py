@@ -1,0 +1,228 @@
+"""Instance rules scored on cached pixel answers: fit once per reference, compare rules in seconds.
+
+The refiner's instances come from its pixel answer (:class:`~sine_model.postprocess.border_instances.RefinedMaps`:
+class probabilities, border-free seeds, watershed heights). Fitting the refiner takes minutes per reference
+on a shared CPU, applying an instance rule a fraction of a second, so this script splits the two:
+
+``cache METHOD`` runs METHOD (``calibrate-refine``, ``refine``, ``refiner-without-model`` — the refiner's
+maps, captured where the engine makes them — or ``forest-border``: the forest's class probabilities turned
+into the same maps) on the pairs of ``bench/recipe_compare.py`` (references in rounds across sets) and
+writes one ``.npz`` per pair to ``--dir``, with the F1 of the method's own instances;
+
+``score`` applies every rule of :data:`RULES` to every cached pair through one code path
+(:meth:`RefinedMaps.instances`) and prints instance F1@0.5 per set, method and rule (mean over pairs that
+every method cached). Reads ``../shared/data``; run by hand::
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/instance_rules.py cache refine --dir /tmp/wt19_maps
+    OMP_NUM_THREADS=1 nice -n 5 python bench/instance_rules.py cache forest-border --dir /tmp/wt19_maps
+    python bench/instance_rules.py score --dir /tmp/wt19_maps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import evaluate  # noqa: E402
+from baselines import RandomForestBaseline  # noqa: E402
+from model_runner import ModelRunner, make_model  # noqa: E402
+from recipe_compare import METHODS, SETS, interleaved_plan  # noqa: E402
+
+from sine_model.metrics import match_instances  # noqa: E402
+from sine_model.postprocess.border_instances import RefinedMaps, choose_split, split_oversized  # noqa: E402
+
+
+def _stem(method: str, pairing: evaluate.Pairing, target: str) -> str:
+    return f"{method}__{pairing.dataset}__{pairing.reference.name}__{target}".replace("/", "_")
+
+
+def _save(path: Path, maps: RefinedMaps, meta: dict) -> None:
+    floors = maps.min_areas or {}
+    np.savez_compressed(path, probs=maps.probs.astype(np.float16), label_map=maps.label_map.astype(np.int32),
+                        seeds=maps.seeds, heights=(maps.probs if maps.heights is None else maps.heights)
+                        .astype(np.float16), floor_classes=np.asarray(list(floors), np.int64),
+                        floor_values=np.asarray(list(floors.values()), np.int64),
+                        meta=np.asarray(json.dumps(meta)))
+
+
+def load_maps(path: Path) -> tuple[RefinedMaps, dict]:
+    """The cached :class:`RefinedMaps` of one pair and its metadata."""
+    with np.load(path) as data:
+        floors = dict(zip(data["floor_classes"].tolist(), data["floor_values"].tolist(), strict=True))
+        maps = RefinedMaps(data["probs"].astype(np.float32), data["label_map"], data["seeds"],
+                           heights=data["heights"].astype(np.float32), min_areas=floors)
+        return maps, json.loads(str(data["meta"]))
+
+
+def forest_maps(forest: RandomForestBaseline, image: np.ndarray) -> RefinedMaps:
+    """The forest + border's pixel answer as :class:`RefinedMaps` (single class: its own rule exactly)."""
+    proba = forest.predict_proba(image)
+    classes = np.asarray(forest._forest.classes_)
+    objects = np.flatnonzero((classes != 0) & (classes != forest._border_class))
+    border = np.flatnonzero(classes == forest._border_class)
+    best = proba.argmax(-1)
+    foreground = classes[best] != 0
+    obj = proba[..., objects].argmax(-1)
+    label_map = np.where(foreground, classes[objects][obj], 0)
+    seeds = foreground & np.isin(classes[best], classes[objects])
+    heights = np.moveaxis(proba[..., objects], -1, 0)
+    probs = heights.copy()
+    if border.size:  # the border share goes to the most likely class, as in the refiner
+        np.put_along_axis(probs, obj[None], np.take_along_axis(probs, obj[None], 0) + proba[..., border[0]][None],
+                          0)
+    floors = {int(c): forest._steps[int(c)].min_size for c in classes[objects]}
+    return RefinedMaps(probs.astype(np.float32), label_map, seeds, heights=heights.astype(np.float32),
+                       min_areas=floors)
+
+
+def cache(method: str, folder: Path, rounds: int, sets: Sequence[str]) -> None:
+    """Fit METHOD on each reference of the first ``rounds`` rounds; one ``.npz`` per pair in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = METHODS[method]
+    forest = None
+    if options is None:
+        forest = RandomForestBaseline(border=True, n_jobs=1)
+    else:
+        model, pad = make_model("sine-embedded")
+        runner = ModelRunner(model, method, pad=pad, instance_sources=["semantic"], **options)
+    groups = len({(p.dataset, p.group) for p in interleaved_plan(1, 2, sets)})
+    for pairing in interleaved_plan(2, 2, sets)[:groups * rounds]:
+        if all((folder / (_stem(method, pairing, t.name) + ".npz")).exists() for t in pairing.targets):
+            continue
+        image, labels = evaluate.load_image(pairing.reference.image), evaluate.load_labels(pairing.reference.labels)
+        start = time.perf_counter()
+        captured: list[RefinedMaps] = []
+        if forest is not None:
+            forest.fit(image, labels)
+        else:
+            runner.fit(image, labels)
+            refiner = runner.propagator.refiner
+            refine = refiner.refine
+            refiner.refine = lambda rgb, coarse, refine=refine: captured.append(refine(rgb, coarse)) or captured[-1]
+        fit_s = time.perf_counter() - start
+        targets = [(evaluate.load_image(t.image), evaluate.load_labels(t.labels)) for t in pairing.targets]
+        if forest is not None:
+            preds = list(forest.predict(img for img, _ in targets))
+            captured = [forest_maps(forest, img) for img, _ in targets]
+        else:
+            preds = list(runner.predict(img for img, _ in targets))
+        areas = np.unique(labels[labels != 0], return_counts=True)[1]
+        for item, (_, truth), pred, maps in zip(pairing.targets, targets, preds, captured, strict=True):
+            meta = dict(method=method, dataset=pairing.dataset, group=pairing.group,
+                        reference=pairing.reference.name, target=item.name, fit_s=fit_s,
+                        own_f1=match_instances(truth, pred["instance"]).f1,
+                        reference_areas=areas.tolist())
+            _save(folder / (_stem(method, pairing, item.name) + ".npz"), maps, meta)
+            print(f"{method} {pairing.dataset}/{pairing.group} {item.name[:16]}: own F1 {meta['own_f1']:.3f} "
+                  f"(fit {fit_s:.0f} s)", flush=True)
+
+
+def _old(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
+    return maps.instances([1], {1: 1}, min_score=0.5)[0]
+
+
+def _floor(percentile: float, factor: float) -> Callable[[RefinedMaps, np.ndarray], np.ndarray]:
+    def rule(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
+        floor = max(4, int(min(0.15 * np.median(areas), factor * np.percentile(areas, percentile))))
+        return replace(maps, min_areas={1: floor}).instances([1], {1: 1}, min_score=0.5)[0]
+    return rule
+
+
+def _split(factor: float, h: float, spacing: float, base=_old) -> Callable[[RefinedMaps, np.ndarray], np.ndarray]:
+    def rule(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
+        return split_oversized(base(maps, areas), float(np.median(areas)), factor, h, spacing)
+    return rule
+
+
+def _seeds(border_below: float, base=_old) -> Callable[[RefinedMaps, np.ndarray], np.ndarray]:
+    def rule(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
+        border = (maps.probs - maps.heights).max(0)
+        return base(replace(maps, seeds=(maps.label_map > 0) & (border < border_below)), areas)
+    return rule
+
+
+def _chosen_split(base=_old, factor: float = 2.0) -> Callable[[RefinedMaps, np.ndarray, np.ndarray], np.ndarray]:
+    def rule(maps: RefinedMaps, areas: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        h = choose_split([reference], area_factor=factor)
+        found = base(maps, areas)
+        return found if h is None else split_oversized(found, float(np.median(areas)), factor, h)
+    rule.needs_reference = True
+    return rule
+
+
+#: Rule name -> function(maps, reference object areas) -> instance label image.
+RULES: dict[str, Callable[[RefinedMaps, np.ndarray], np.ndarray]] = {
+    "old": _old,
+    "floor-p5": _floor(5, 1.0), "floor-p5x.5": _floor(5, 0.5), "floor-p10x.5": _floor(10, 0.5),
+    "split2-h.25": _split(2, 0.25, 0.5), "split2-h.15": _split(2, 0.15, 0.5), "split2-h.4": _split(2, 0.4, 0.5),
+    "split3-h.25": _split(3, 0.25, 0.5), "split1.5-h.25": _split(1.5, 0.25, 0.5), "split2-h.25-s0": _split(2, 0.25, 0),
+    "split-chosen": _chosen_split(), "split-chosen+floor": _chosen_split(_floor(10, 0.5)),
+    "seeds-b.3": _seeds(0.3), "seeds-b.2": _seeds(0.2), "seeds-b.4": _seeds(0.4),
+}
+
+
+def score(folder: Path, rules: Sequence[str], sets: Sequence[str], methods: Sequence[str] | None = None) -> str:
+    """Markdown table: per method and rule, instance F1 per set over the pairs every method cached."""
+    files = sorted(folder.glob("*.npz"))
+    by_method: dict[str, dict[tuple[str, str], Path]] = {}
+    for path in files:
+        method, _, reference, target = path.stem.split("__")
+        if methods and method not in methods:
+            continue
+        by_method.setdefault(method, {})[(reference, target)] = path
+    common = set.intersection(*(set(v) for v in by_method.values()))
+    truths: dict[str, np.ndarray] = {}
+    lines = ["| method | rule | " + " | ".join(sets) + " | mean |", "|---|---|" + "---|" * (len(sets) + 1)]
+    for method, paths in by_method.items():
+        f1s: dict[str, dict[str, list[float]]] = {rule: {s: [] for s in sets} for rule in ["own", *rules]}
+        for key in sorted(common):
+            maps, meta = load_maps(paths[key])
+            if meta["dataset"] not in sets:
+                continue
+            item = next(i for group in evaluate.load_groups(meta["dataset"], groups=[meta["group"]]).values()
+                        for i in group if i.name == meta["target"])
+            truth = truths.setdefault(item.name, evaluate.load_labels(item.labels))
+            f1s["own"][meta["dataset"]].append(meta["own_f1"])
+            areas = np.asarray(meta["reference_areas"])
+            for rule in rules:
+                extra = ()
+                if getattr(RULES[rule], "needs_reference", False):
+                    ref = next(i for group in evaluate.load_groups(meta["dataset"], groups=[meta["group"]]).values()
+                               for i in group if i.name == meta["reference"])
+                    extra = (truths.setdefault(ref.name, evaluate.load_labels(ref.labels)),)
+                f1s[rule][meta["dataset"]].append(match_instances(truth, RULES[rule](maps, areas, *extra)).f1)
+        for rule, per_set in f1s.items():
+            means = [float(np.mean(v)) for v in per_set.values() if v]
+            cells = [f"{np.mean(v):.3f} ({len(v)})" if v else "—" for v in per_set.values()]
+            lines.append(f"| {method} | {rule} | " + " | ".join(cells) + f" | **{np.mean(means):.3f}** |")
+    return "\n".join(lines) + f"\n\n{len(common)} pairs cached by every method."
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["cache", "score"])
+    parser.add_argument("method", nargs="?", choices=sorted(METHODS))
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/instance_rules"))
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of references (1: one per group)")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="score only these (default: all)")
+    parser.add_argument("--rules", nargs="+", choices=sorted(RULES), default=list(RULES))
+    args = parser.parse_args(argv)
+    if args.action == "cache":
+        if not args.method:
+            parser.error("cache needs a METHOD")
+        cache(args.method, args.dir, args.rounds, args.sets)
+    else:
+        print(score(args.dir, args.rules, args.sets, args.methods))
+
+
+if __name__ == "__main__":
+    main()
