@@ -1,8 +1,9 @@
 """Instance rules scored on cached pixel answers: fit once per reference, compare rules in seconds.
 
-The refiner's instances come from its pixel answer (:class:`~sine_model.postprocess.border_instances.RefinedMaps`:
-class probabilities, border-free seeds, watershed heights). Fitting the refiner takes minutes per reference
-on a shared CPU, applying an instance rule a fraction of a second, so this script splits the two:
+The refiner's instances come from its pixel answer (:class:`RefinedMaps` of
+:mod:`sine_model.postprocess.border_instances`: class probabilities, border-free seeds, watershed heights).
+Fitting the refiner takes minutes per reference on a shared CPU, applying an instance rule a fraction of a
+second, so this script splits the two:
 
 ``cache METHOD`` runs METHOD (``calibrate-refine``, ``refine``, ``refiner-without-model`` — the refiner's
 maps, captured where the engine makes them — or ``forest-border``: the forest's class probabilities turned
@@ -24,11 +25,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluate  # noqa: E402
@@ -37,7 +40,14 @@ from model_runner import ModelRunner, make_model  # noqa: E402
 from recipe_compare import METHODS, SETS, interleaved_plan  # noqa: E402
 
 from sine_model.metrics import match_instances  # noqa: E402
-from sine_model.postprocess.border_instances import RefinedMaps, choose_split, split_oversized  # noqa: E402
+from sine_model.postprocess.border_instances import (  # noqa: E402
+    RefinedMaps,
+    instance_floor,
+    seeded_instances,
+    split_oversized,
+)
+from sine_model.postprocess.components import semantic_components  # noqa: E402
+from sine_model.postprocess.instance_split import remove_small  # noqa: E402
 
 
 def _stem(method: str, pairing: evaluate.Pairing, target: str) -> str:
@@ -76,11 +86,18 @@ def forest_maps(forest: RandomForestBaseline, image: np.ndarray) -> RefinedMaps:
     heights = np.moveaxis(proba[..., objects], -1, 0)
     probs = heights.copy()
     if border.size:  # the border share goes to the most likely class, as in the refiner
-        np.put_along_axis(probs, obj[None], np.take_along_axis(probs, obj[None], 0) + proba[..., border[0]][None],
-                          0)
+        top = np.take_along_axis(probs, obj[None], 0) + proba[..., border[0]][None]
+        np.put_along_axis(probs, obj[None], top, 0)
     floors = {int(c): forest._steps[int(c)].min_size for c in classes[objects]}
     return RefinedMaps(probs.astype(np.float32), label_map, seeds, heights=heights.astype(np.float32),
                        min_areas=floors)
+
+
+def _capturing(refine: Callable, into: list) -> Callable:
+    def capture(rgb: np.ndarray, coarse: np.ndarray) -> RefinedMaps:
+        into.append(refine(rgb, coarse))
+        return into[-1]
+    return capture
 
 
 def cache(method: str, folder: Path, rounds: int, sets: Sequence[str]) -> None:
@@ -97,7 +114,8 @@ def cache(method: str, folder: Path, rounds: int, sets: Sequence[str]) -> None:
     for pairing in interleaved_plan(2, 2, sets)[:groups * rounds]:
         if all((folder / (_stem(method, pairing, t.name) + ".npz")).exists() for t in pairing.targets):
             continue
-        image, labels = evaluate.load_image(pairing.reference.image), evaluate.load_labels(pairing.reference.labels)
+        image = evaluate.load_image(pairing.reference.image)
+        labels = evaluate.load_labels(pairing.reference.labels)
         start = time.perf_counter()
         captured: list[RefinedMaps] = []
         if forest is not None:
@@ -105,8 +123,7 @@ def cache(method: str, folder: Path, rounds: int, sets: Sequence[str]) -> None:
         else:
             runner.fit(image, labels)
             refiner = runner.propagator.refiner
-            refine = refiner.refine
-            refiner.refine = lambda rgb, coarse, refine=refine: captured.append(refine(rgb, coarse)) or captured[-1]
+            refiner.refine = _capturing(refiner.refine, captured)  # the maps the engine makes instances from
         fit_s = time.perf_counter() - start
         targets = [(evaluate.load_image(t.image), evaluate.load_labels(t.labels)) for t in pairing.targets]
         if forest is not None:
@@ -125,51 +142,71 @@ def cache(method: str, folder: Path, rounds: int, sets: Sequence[str]) -> None:
                   f"(fit {fit_s:.0f} s)", flush=True)
 
 
-def _old(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
-    return maps.instances([1], {1: 1}, min_score=0.5)[0]
+@dataclass(frozen=True)
+class Rule:
+    """An instance rule on :class:`RefinedMaps`: the library's (``library``) or a variant measured here.
+
+    ``floor``: the reference-aware floor (:func:`instance_floor`) instead of 0.15 × median; ``split``:
+    (area factor, h fraction, spacing) of :func:`split_oversized` on the instances; ``seed_split``: the
+    same on the seed components before the watershed; ``border_below``: seeds where the border
+    probability is under this, instead of where a class beats the border.
+    """
+
+    floor: bool = False
+    split: tuple[float, float, float] | None = None
+    seed_split: tuple[float, float, float] | None = None
+    border_below: float | None = None
+    library: bool = False
+
+    def __call__(self, maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
+        median = float(np.median(areas))
+        if self.library:  # exactly what the refiner does now, its floor and median set from the reference
+            maps = replace(maps, min_areas={1: instance_floor(areas)}, median_areas={1: median})
+            return maps.instances([1], {1: 1}, min_score=THRESHOLD)[0]
+        floor = instance_floor(areas) if self.floor else max(4, int(0.15 * median))
+        seeds = maps.seeds
+        if self.border_below is not None:
+            seeds = (maps.label_map > 0) & ((maps.probs - maps.heights).max(0) < self.border_below)
+
+        def split(mask: np.ndarray) -> np.ndarray:
+            markers = seeds
+            if self.seed_split is not None:
+                cores = remove_small(ndi.label(seeds & mask)[0], max(2, floor // 4))
+                markers = split_oversized(cores, median, *self.seed_split)
+                # seeded_instances labels its seeds' components: keep split pieces apart by a 1-px gap
+                markers = (markers > 0) & ~find_boundaries(markers, mode="inner")
+            return seeded_instances(mask, markers, maps.heights[0], floor)
+
+        step = type("Step", (), {"apply": staticmethod(split)})
+        found = semantic_components(maps.label_map, {1: floor}, {1: maps.probs[0]}, THRESHOLD, {1: step})[0]
+        return found if self.split is None else split_oversized(found, median, *self.split)
 
 
-def _floor(percentile: float, factor: float) -> Callable[[RefinedMaps, np.ndarray], np.ndarray]:
-    def rule(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
-        floor = max(4, int(min(0.15 * np.median(areas), factor * np.percentile(areas, percentile))))
-        return replace(maps, min_areas={1: floor}).instances([1], {1: 1}, min_score=0.5)[0]
-    return rule
-
-
-def _split(factor: float, h: float, spacing: float, base=_old) -> Callable[[RefinedMaps, np.ndarray], np.ndarray]:
-    def rule(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
-        return split_oversized(base(maps, areas), float(np.median(areas)), factor, h, spacing)
-    return rule
-
-
-def _seeds(border_below: float, base=_old) -> Callable[[RefinedMaps, np.ndarray], np.ndarray]:
-    def rule(maps: RefinedMaps, areas: np.ndarray) -> np.ndarray:
-        border = (maps.probs - maps.heights).max(0)
-        return base(replace(maps, seeds=(maps.label_map > 0) & (border < border_below)), areas)
-    return rule
-
-
-def _chosen_split(base=_old, factor: float = 2.0) -> Callable[[RefinedMaps, np.ndarray, np.ndarray], np.ndarray]:
-    def rule(maps: RefinedMaps, areas: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        h = choose_split([reference], area_factor=factor)
-        found = base(maps, areas)
-        return found if h is None else split_oversized(found, float(np.median(areas)), factor, h)
-    rule.needs_reference = True
-    return rule
-
-
-#: Rule name -> function(maps, reference object areas) -> instance label image.
-RULES: dict[str, Callable[[RefinedMaps, np.ndarray], np.ndarray]] = {
-    "old": _old,
-    "floor-p5": _floor(5, 1.0), "floor-p5x.5": _floor(5, 0.5), "floor-p10x.5": _floor(10, 0.5),
-    "split2-h.25": _split(2, 0.25, 0.5), "split2-h.15": _split(2, 0.15, 0.5), "split2-h.4": _split(2, 0.4, 0.5),
-    "split3-h.25": _split(3, 0.25, 0.5), "split1.5-h.25": _split(1.5, 0.25, 0.5), "split2-h.25-s0": _split(2, 0.25, 0),
-    "split-chosen": _chosen_split(), "split-chosen+floor": _chosen_split(_floor(10, 0.5)),
-    "seeds-b.3": _seeds(0.3), "seeds-b.2": _seeds(0.2), "seeds-b.4": _seeds(0.4),
+#: The engine's instance score threshold (the refiner's instances' ``min_score``).
+THRESHOLD = 0.5
+#: Rule name -> rule (``new``: the library's rule after issue 19; ``old``: before).
+RULES: dict[str, Rule] = {
+    "old": Rule(),
+    "new": Rule(library=True),
+    "floor": Rule(floor=True),
+    "split-h.4": Rule(split=(2, 0.4, 0.5)),
+    "split-h.25": Rule(split=(2, 0.25, 0.5)),
+    "split-h.25+floor": Rule(floor=True, split=(2, 0.25, 0.5)),
+    "split-h.3+floor": Rule(floor=True, split=(2, 0.3, 0.5)),
+    "split-h.4+floor": Rule(floor=True, split=(2, 0.4, 0.5)),
+    "split-h.5+floor": Rule(floor=True, split=(2, 0.5, 0.5)),
+    "split-h.4-s0+floor": Rule(floor=True, split=(2, 0.4, 0)),
+    "split1.5x-h.4+floor": Rule(floor=True, split=(1.5, 0.4, 0.5)),
+    "split3x-h.4+floor": Rule(floor=True, split=(3, 0.4, 0.5)),
+    "seedsplit-h.25+floor": Rule(floor=True, seed_split=(1, 0.25, 0.5)),
+    "seedsplit-h.4+floor": Rule(floor=True, seed_split=(1, 0.4, 0.5)),
+    "seeds-border<.4": Rule(border_below=0.4),
+    "seeds-border<.3": Rule(border_below=0.3),
 }
 
 
-def score(folder: Path, rules: Sequence[str], sets: Sequence[str], methods: Sequence[str] | None = None) -> str:
+def score(folder: Path, rules: Sequence[str], sets: Sequence[str],
+          methods: Sequence[str] | None = None) -> str:
     """Markdown table: per method and rule, instance F1 per set over the pairs every method cached."""
     files = sorted(folder.glob("*.npz"))
     by_method: dict[str, dict[tuple[str, str], Path]] = {}
@@ -193,12 +230,7 @@ def score(folder: Path, rules: Sequence[str], sets: Sequence[str], methods: Sequ
             f1s["own"][meta["dataset"]].append(meta["own_f1"])
             areas = np.asarray(meta["reference_areas"])
             for rule in rules:
-                extra = ()
-                if getattr(RULES[rule], "needs_reference", False):
-                    ref = next(i for group in evaluate.load_groups(meta["dataset"], groups=[meta["group"]]).values()
-                               for i in group if i.name == meta["reference"])
-                    extra = (truths.setdefault(ref.name, evaluate.load_labels(ref.labels)),)
-                f1s[rule][meta["dataset"]].append(match_instances(truth, RULES[rule](maps, areas, *extra)).f1)
+                f1s[rule][meta["dataset"]].append(match_instances(truth, RULES[rule](maps, areas)).f1)
         for rule, per_set in f1s.items():
             means = [float(np.mean(v)) for v in per_set.values() if v]
             cells = [f"{np.mean(v):.3f} ({len(v)})" if v else "—" for v in per_set.values()]
@@ -213,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/instance_rules"))
     parser.add_argument("--rounds", type=int, default=1, help="rounds of references (1: one per group)")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
-    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="score only these (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="score only these")
     parser.add_argument("--rules", nargs="+", choices=sorted(RULES), default=list(RULES))
     args = parser.parse_args(argv)
     if args.action == "cache":
