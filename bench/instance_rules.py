@@ -205,10 +205,20 @@ RULES: dict[str, Rule] = {
 }
 
 
+def _round_references(round_: int) -> set[str]:
+    """Names of the references in round ``round_`` (1: every group's first reference, 2: the second)."""
+    plan = interleaved_plan(2, 2)
+    groups = len({(p.dataset, p.group) for p in interleaved_plan(1, 2)})
+    return {p.reference.name for p in plan[groups * (round_ - 1): groups * round_]}
+
+
 def score(folder: Path, rules: Sequence[str], sets: Sequence[str],
-          methods: Sequence[str] | None = None) -> str:
+          methods: Sequence[str] | None = None, round_: int | None = None) -> str:
     """Markdown table: per method and rule, instance F1 per set over the pairs every method cached."""
     files = sorted(folder.glob("*.npz"))
+    if round_ is not None:
+        references = _round_references(round_)
+        files = [f for f in files if f.stem.split("__")[2] in references]
     by_method: dict[str, dict[tuple[str, str], Path]] = {}
     for path in files:
         method, _, reference, target = path.stem.split("__")
@@ -246,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of references (1: one per group)")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="score only these")
+    parser.add_argument("--round", type=int, default=None,
+                        help="score only the references of this round (1: first of each group)")
     parser.add_argument("--rules", nargs="+", choices=sorted(RULES), default=list(RULES))
     args = parser.parse_args(argv)
     if args.action == "cache":
@@ -253,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error("cache needs a METHOD")
         cache(args.method, args.dir, args.rounds, args.sets)
     else:
-        print(score(args.dir, args.rules, args.sets, args.methods))
+        print(score(args.dir, args.rules, args.sets, args.methods, args.round))
 
 
 if __name__ == "__main__":
