@@ -214,7 +214,11 @@ def _round_references(round_: int) -> set[str]:
 
 def score(folder: Path, rules: Sequence[str], sets: Sequence[str],
           methods: Sequence[str] | None = None, round_: int | None = None) -> str:
-    """Markdown table: per method and rule, instance F1 per set over the pairs every method cached."""
+    """Markdown table: per method and rule, instance F1 per set over the pairs every method cached.
+
+    Cells: mean over pairs (lowest–highest mean of one reference's targets, pairs); ``own`` is the F1 of the
+    method's own instances when it was cached (the code of that time).
+    """
     files = sorted(folder.glob("*.npz"))
     if round_ is not None:
         references = _round_references(round_)
@@ -229,7 +233,9 @@ def score(folder: Path, rules: Sequence[str], sets: Sequence[str],
     truths: dict[str, np.ndarray] = {}
     lines = ["| method | rule | " + " | ".join(sets) + " | mean |", "|---|---|" + "---|" * (len(sets) + 1)]
     for method, paths in by_method.items():
-        f1s: dict[str, dict[str, list[float]]] = {rule: {s: [] for s in sets} for rule in ["own", *rules]}
+        # rule -> set -> reference -> F1 of its targets
+        f1s: dict[str, dict[str, dict[str, list[float]]]] = {rule: {s: {} for s in sets}
+                                                             for rule in ["own", *rules]}
         for key in sorted(common):
             maps, meta = load_maps(paths[key])
             if meta["dataset"] not in sets:
@@ -237,13 +243,21 @@ def score(folder: Path, rules: Sequence[str], sets: Sequence[str],
             item = next(i for group in evaluate.load_groups(meta["dataset"], groups=[meta["group"]]).values()
                         for i in group if i.name == meta["target"])
             truth = truths.setdefault(item.name, evaluate.load_labels(item.labels))
-            f1s["own"][meta["dataset"]].append(meta["own_f1"])
             areas = np.asarray(meta["reference_areas"])
-            for rule in rules:
-                f1s[rule][meta["dataset"]].append(match_instances(truth, RULES[rule](maps, areas)).f1)
+            found = {"own": meta["own_f1"]}
+            found.update({rule: match_instances(truth, RULES[rule](maps, areas)).f1 for rule in rules})
+            for rule, f1 in found.items():
+                f1s[rule][meta["dataset"]].setdefault(meta["reference"], []).append(f1)
         for rule, per_set in f1s.items():
-            means = [float(np.mean(v)) for v in per_set.values() if v]
-            cells = [f"{np.mean(v):.3f} ({len(v)})" if v else "—" for v in per_set.values()]
+            cells, means = [], []
+            for per_ref in per_set.values():
+                if not per_ref:
+                    cells.append("—")
+                    continue
+                values = [f for v in per_ref.values() for f in v]
+                ref_means = [float(np.mean(v)) for v in per_ref.values()]
+                means.append(float(np.mean(values)))
+                cells.append(f"{means[-1]:.3f} ({min(ref_means):.2f}–{max(ref_means):.2f}, {len(values)})")
             lines.append(f"| {method} | {rule} | " + " | ".join(cells) + f" | **{np.mean(means):.3f}** |")
     return "\n".join(lines) + f"\n\n{len(common)} pairs cached by every method."
 
