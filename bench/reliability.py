@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "tests" / "reliability"
 DOC = REPO / "docs" / "reliability.md"
+
+
+def _commit() -> str:
+    """The checked-out commit (and "+ changes" when the tree differs from it), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + changes" if dirty else "")
 
 
 class Collector:
@@ -83,7 +96,8 @@ def markdown(collector: Collector, seconds: float, command: str) -> str:
         "of them (`tests/reliability/`; the fast ones also run in the normal test run, the slow ones",
         "only here or with `SINE_RELIABILITY_ALL=1`).",
         "",
-        f"- run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `{command}`, {seconds:.0f} s wall "
+        f"- run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {_commit()}, `{command}`, "
+        f"{seconds:.0f} s wall "
         f"({platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; times depend on other "
         "load and are not a result)",
         f"- {len(rows)} cases: {summary}",

@@ -41,14 +41,16 @@ class IdAnswers:
         if self.id_source != "matching" or "id" not in modes:
             return result
         assert self._id_objects is not None  # set with the references
-        id_map, found = match_ids(self._id_objects, rgb, result.labels["instance"], self.thresholds["id"])
+        semantic = result.labels.get("semantic")  # (made only when asked for: not computed for this)
+        id_map, found = match_ids(self._id_objects, rgb, result.labels["instance"], self.thresholds["id"],
+                                  foreground=None if semantic is None else semantic > 0)
         labels: dict[str, Any] = {}
         scores: list[ObjectScore] = []
         for mode in modes:
             if mode == "id":
                 labels[mode] = id_map
-                scores += [ObjectScore(result.index, i, "id", s, f"{id_sources.get(i, '')}|matched")
-                           for i, s in found]
+                scores += [ObjectScore(result.index, i, "id", s, f"{id_sources.get(i, '')}|{how}")
+                           for i, s, how in found]
             else:
                 labels[mode] = result.labels[mode]
                 scores += [s for s in result.scores if s.mode == mode]

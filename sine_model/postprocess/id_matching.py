@@ -21,6 +21,10 @@ How objects are matched:
    (:func:`scipy.optimize.linear_sum_assignment`, on each connected group of candidates) maximises the
    summed log similarity; assigned pairs under the ID score threshold (the similarity floor) are dropped.
 
+Before matching, the registered reference objects are carried into the target
+(:mod:`~sine_model.postprocess.id_transfer`): objects the target shows unchanged keep the user's mask, and
+instance objects holding several reference objects' cores are cut between them.
+
 Nothing here reads the model: only the reference images and labels and the target and its instance
 labels.
 """
@@ -37,6 +41,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
+
+from sine_model.postprocess.id_transfer import shifted_labels, split_by_cores, unchanged_objects
 
 __all__ = ["ID_SOURCES", "MIN_REGISTRATION", "ReferenceObjects", "describe_references", "match_ids",
            "register"]
@@ -75,6 +81,8 @@ class ReferenceObjects:
         Each reference's grey image (float32), for registration.
     diameter : float
         Median equivalent diameter of the objects (pixels).
+    labels : list of array
+        Each reference's label image (objects carried into registered targets).
     """
 
     ids: np.ndarray
@@ -85,6 +93,7 @@ class ReferenceObjects:
     border: np.ndarray
     greys: list[np.ndarray]
     diameter: float
+    labels: list[np.ndarray]
 
 
 def grey_of(rgb: np.ndarray) -> np.ndarray:
@@ -122,7 +131,8 @@ def describe_references(rgbs: Sequence[np.ndarray], label_images: Sequence[np.nd
     diameter = float(np.median(2 * np.sqrt(areas / math.pi))) if areas.size else 1.0
     return ReferenceObjects(ids=ids, refs=refs, centroids=np.concatenate([t[1] for t in tables]), areas=areas,
                             means=np.concatenate([t[3] for t in tables]),
-                            border=np.concatenate([t[4] for t in tables]), greys=greys, diameter=diameter)
+                            border=np.concatenate([t[4] for t in tables]), greys=greys, diameter=diameter,
+                            labels=[np.asarray(labels) for labels in label_images])
 
 
 def register(reference: np.ndarray, target: np.ndarray) -> tuple[tuple[int, int], float]:
@@ -143,7 +153,7 @@ def register(reference: np.ndarray, target: np.ndarray) -> tuple[tuple[int, int]
     if y1 <= y0 or x1 <= x0:  # (a negative stop would index from the end)
         return (dy, dx), 0.0
     a, b = reference[y0:y1, x0:x1], target[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
-    if a.size < _MIN_OVERLAP * target.size or a.std() == 0 or b.std() == 0:
+    if a.size < _MIN_OVERLAP * target.size or np.ptp(a) == 0 or np.ptp(b) == 0:
         return (dy, dx), 0.0
     return (dy, dx), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
@@ -171,7 +181,8 @@ def _similarities(objects: ReferenceObjects, rows: np.ndarray, centroids: np.nda
 
 
 def match_ids(objects: ReferenceObjects, target_rgb: np.ndarray, instance_labels: np.ndarray,
-              floor: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
+              floor: float, *, foreground: np.ndarray | None = None,
+              transfer: bool = True) -> tuple[np.ndarray, list[tuple[int, float, str]]]:
     """The ID answer of a target: its instance objects relabelled with the ids they match.
 
     Parameters
@@ -184,34 +195,52 @@ def match_ids(objects: ReferenceObjects, target_rgb: np.ndarray, instance_labels
         The target's instance answer.
     floor : float
         Similarity under which an assigned pair is dropped (the ID score threshold).
+    foreground : array of bool, optional
+        The target's semantic answer: its pieces outside every instance object (dropped there by size
+        or score) may also take an id.
+    transfer : bool
+        Carry the registered reference objects into the target first (unchanged objects keep the user's
+        mask; merged objects are cut between reference cores: :mod:`~sine_model.postprocess.id_transfer`).
+        ``False`` matches the instance objects as they are.
 
     Returns
     -------
     id_map : array of int64
         Reference ids at the target's size (0: no object).
-    found : list of (int, float)
-        ``(id, similarity)`` of every id given, ascending by id.
+    found : list of (int, float, str)
+        ``(id, score, how)`` of every id given, ascending by id: ``how`` is ``"matched"`` (score = the
+        similarity) or ``"unchanged"`` (score = the local correlation).
     """
     grey = grey_of(target_rgb)
     labels = np.asarray(instance_labels)
     id_map = np.zeros(labels.shape, dtype=np.int64)
-    values, centroids, areas, means, border = _object_table(grey, labels)
-    if not values.size or not objects.ids.size:
+    if not objects.ids.size:
         return id_map, []
+    trusted = []
+    for k, reference in enumerate(objects.greys):
+        shift, trust = register(reference, grey)
+        if trust >= MIN_REGISTRATION and (objects.refs == k).any():
+            trusted.append((k, shift, trust))
+    if not trusted:  # positions mean nothing in another scene
+        return id_map, []
+    found: list[tuple[int, float, str]] = []
+    if transfer:
+        labels = _transfer(objects, grey, labels, foreground, trusted, id_map, found)
+    taken = np.array([value for value, _, _ in found], dtype=np.int64)
+    values, centroids, areas, means, border = _object_table(grey, labels)
+    if not values.size:
+        return id_map, sorted(found)
     # positions in each reference's frame; one block of candidates per trusted reference
     confidence = np.zeros(len(objects.ids))
     blocks = []
-    for k, reference in enumerate(objects.greys):
-        shift, trust = register(reference, grey)
-        rows = np.flatnonzero(objects.refs == k)
-        if trust < MIN_REGISTRATION or not rows.size:
-            continue
+    for k, shift, trust in trusted:
+        rows = np.flatnonzero((objects.refs == k) & ~np.isin(objects.ids, taken))
         confidence[rows] = trust
         blocks.append(_similarities(objects, rows, centroids + np.asarray(shift, float), areas, means,
                                     border, confidence))
-    if not blocks:
-        return id_map, []
     t_idx, r_idx, sim = (np.concatenate(parts) for parts in zip(*blocks, strict=True))
+    if not t_idx.size:
+        return id_map, sorted(found)
     # one column per id: an id seen in several references keeps its best similarity per target object
     id_values, id_col = np.unique(objects.ids[r_idx], return_inverse=True)
     best: dict[tuple[int, int], float] = {}
@@ -219,13 +248,39 @@ def match_ids(objects: ReferenceObjects, target_rgb: np.ndarray, instance_labels
         best[(t, c)] = max(s, best.get((t, c), 0.0))
     pairs = np.array(list(best), dtype=np.int64).reshape(-1, 2)
     weights = np.array(list(best.values()))
-    assigned = _assign(pairs, weights, len(values), len(id_values))
-    found = []
-    for t, c, s in assigned:
+    for t, c, s in _assign(pairs, weights, len(values), len(id_values)):
         if s > floor:
             id_map[labels == values[t]] = id_values[c]
-            found.append((int(id_values[c]), float(s)))
+            found.append((int(id_values[c]), float(s), "matched"))
     return id_map, sorted(found)
+
+
+def _transfer(objects: ReferenceObjects, grey: np.ndarray, labels: np.ndarray, foreground: np.ndarray | None,
+              trusted: list[tuple[int, tuple[int, int], float]], id_map: np.ndarray,
+              found: list[tuple[int, float, str]]) -> np.ndarray:
+    """Write the unchanged reference objects into ``id_map`` (and ``found``); return the target objects
+    left to match, merged ones cut between the cores of the best-registered reference's other objects."""
+    taken: set[int] = set()
+    for k, shift, _ in sorted(trusted, key=lambda t: -t[2]):
+        for value, correlation, box, mask in unchanged_objects(objects.greys[k], objects.labels[k], grey,
+                                                               shift, objects.diameter):
+            if value in taken:
+                continue
+            window = id_map[box]
+            window[mask & (window == 0)] = value
+            taken.add(value)
+            found.append((value, correlation, "unchanged"))
+    candidates = np.array(labels, dtype=np.int64)
+    if foreground is not None:  # semantic pieces the instance answer left out
+        extra, _ = ndi.label(np.asarray(foreground, bool) & (candidates == 0))
+        offset = int(candidates.max()) if candidates.size else 0
+        candidates = np.where(extra > 0, extra + offset, candidates)
+    candidates[id_map > 0] = 0  # what is left of an object merged with an unchanged one is matched alone
+    k, shift, _ = max(trusted, key=lambda t: t[2])
+    cores = shifted_labels(objects.labels[k], shift, candidates.shape)
+    if taken:
+        cores[np.isin(cores, list(taken))] = 0
+    return split_by_cores(candidates, cores)
 
 
 def _assign(pairs: np.ndarray, weights: np.ndarray, n_targets: int,

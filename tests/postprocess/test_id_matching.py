@@ -46,13 +46,16 @@ def test_registration_finds_the_crop_offset_and_refuses_unrelated_images():
 
 
 def test_the_reference_as_target_gets_every_id_back():
-    """Instance labels = the reference objects renumbered: each gets its own id (similarity about 1)."""
+    """Instance labels = the reference objects renumbered: each gets its own id, as an unchanged object
+    (the target is the reference) or, without the transfer, by matching (similarity about 1)."""
     image, labels = scene(first_id=2**40)
     objects = describe_references([image], [labels])
     renumbered = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)[::-1].copy()[::-1]
-    id_map, found = match_ids(objects, image, renumbered, floor=0.5)
-    assert np.array_equal(id_map, labels)
-    assert len(found) == len(np.unique(labels)) - 1 and min(s for _, s in found) > 0.95
+    for transfer, how in ((True, "unchanged"), (False, "matched")):
+        id_map, found = match_ids(objects, image, renumbered, floor=0.5, transfer=transfer)
+        assert np.array_equal(id_map, labels)
+        assert len(found) == len(np.unique(labels)) - 1 and min(s for _, s, _ in found) > 0.95
+        assert {h for _, _, h in found} == {how}
 
 
 def test_crop_pairs_keep_ids_and_cut_objects_still_match():
@@ -66,8 +69,8 @@ def test_crop_pairs_keep_ids_and_cut_objects_still_match():
     assert len(shared) >= 4
     instances = np.unique(b_lab, return_inverse=True)[1].reshape(b_lab.shape)  # fresh numbering
     id_map, found = match_ids(describe_references([a], [a_lab]), b, instances, floor=0.5)
-    assert set(shared) <= {i for i, _ in found} <= set(np.unique(a_lab)) & set(np.unique(b_lab))
-    for i, _ in found:
+    assert set(shared) <= {i for i, _, _ in found} <= set(np.unique(a_lab)) & set(np.unique(b_lab))
+    for i, _, _ in found:
         assert np.array_equal(id_map == i, b_lab == i)
 
 
@@ -77,8 +80,8 @@ def test_an_unrelated_target_gets_no_ids_and_the_floor_drops_weak_pairs():
     objects = describe_references([image], [labels])
     assert match_ids(objects, other, other_labels, floor=0.5)[1] == []
     shrunk = ndi.grey_erosion(labels, size=5)  # every object a lot smaller: area term weakens them
-    strict = match_ids(objects, image, shrunk, floor=0.9)[1]
-    loose = match_ids(objects, image, shrunk, floor=0.0)[1]
+    strict = match_ids(objects, image, shrunk, floor=0.9, transfer=False)[1]
+    loose = match_ids(objects, image, shrunk, floor=0.0, transfer=False)[1]
     assert len(strict) < len(loose) == len(np.unique(shrunk)) - 1
 
 
@@ -90,21 +93,33 @@ def _matching_model():
 
 
 def test_engine_answers_id_mode_from_its_instance_answer():
-    """With id_source "matching", the ID map is the instance answer relabelled by matching (every ID
-    object is an instance object; every id is a reference id), and only the asked modes come back."""
+    """With id_source "matching", the ID map is made from the instance answer (every ID pixel is an
+    instance pixel; every id is a reference id), and only the asked modes come back. The target is the
+    reference with noise (no object unchanged: every id is matched)."""
     image, labels = scene(seed=4, side=112)
+    target = image + np.random.default_rng(0).normal(0, 25, image.shape).astype(np.float32)
     propagator = Propagator(_matching_model(), "cpu", score_thresholds={"instance": -1.0, "id": 0.0})
     propagator.set_references([(image, labels)])
-    (both,) = propagator.propagate(image, ["id", "instance"])
+    (both,) = propagator.propagate(target, ["id", "instance"])
     assert set(both.labels) == {"id", "instance"}
     ids = set(np.unique(both.labels["id"])) - {0}
     assert ids and ids <= set(np.unique(labels)) - {0}
-    matched = np.unique(both.labels["instance"][both.labels["id"] > 0])
-    assert np.array_equal(both.labels["id"] > 0, np.isin(both.labels["instance"], matched[matched > 0]))
+    assert not (both.labels["id"] > 0)[both.labels["instance"] == 0].any()
     assert all(s.source.endswith("|matched") for s in both.scores if s.mode == "id")
-    (only_id,) = propagator.propagate(image, ["id"])
+    (only_id,) = propagator.propagate(target, ["id"])
     assert set(only_id.labels) == {"id"} and {s.mode for s in only_id.scores} <= {"id"}
     assert np.array_equal(only_id.labels["id"], both.labels["id"])
+
+
+def test_engine_gives_the_reference_its_own_objects_back_in_id_mode():
+    """The reference as a target (e.g. its plane in a stack run): whatever the (random) model answers, the
+    ID answer is the user's objects, each marked as unchanged."""
+    image, labels = scene(seed=5, side=112)
+    propagator = Propagator(_matching_model(), "cpu")
+    propagator.set_references([(image, labels)])
+    (result,) = propagator.propagate(image, ["id"])
+    assert np.array_equal(result.labels["id"], labels)
+    assert {s.source.split("|")[-1] for s in result.scores} == {"unchanged"}
 
 
 def test_official_weights_keep_their_id_queries():

@@ -6,9 +6,7 @@ bundled sample (``from_pretrained("sine-embedded")``, CPU).
 - a constant image gets no objects;
 - the number of objects found scales with a reference (and target) holding thousands of objects.
 
-One of them fails because of the shipped model's quality, not the code, and is marked
-``xfail(strict=True)`` with the numbers measured (so a better model, or a fix, turns it into a failure
-that asks for the mark to go). Slow (minutes on a loaded CPU; the thousands of objects, enlarged about
+Slow (minutes on a loaded CPU; the thousands of objects, enlarged about
 3.6 times by the automatic scale, took 45 minutes on one thread of a heavily loaded machine): run by
 ``bench/reliability.py``.
 """
@@ -50,16 +48,10 @@ def on_reference(model, sample):
     return propagator, result
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model quality of the instance answer, not the ID step (measured 2026-12-02): the embedded preset "
-    "answers ID by matching its instance answer's objects to the reference objects (its own ID masks "
-    "reach IoU 0.35 at best: 0 of 38 objects at IoU 0.5 before). On the sample reference propagated to "
-    "itself 8 of 38 objects reach IoU 0.8 in the ID map (22 reach 0.5; median IoU 0.66); the instance "
-    "answer itself has 8 objects at IoU 0.8 and 23 at 0.5 with the truth, so matching loses 1 of 23 and "
-    "the rest is the instance answer's (docs/quality.md#id-by-matching)"))
 def test_id_mode_gets_the_reference_objects_back(on_reference, sample, record_property):
     """Did: the sample reference (38 nuclei) as its own target, ID mode. Must: every object comes back
-    under its own id with IoU ≥ 0.8."""
+    under its own id with IoU ≥ 0.8 (the target shows each object unchanged, so the ID answer is the
+    user's own mask: postprocess/id_transfer.py; before that rule 8 of 38 reached 0.8)."""
     _, result = on_reference
     labels = sample.reference_labels
     ious = []
