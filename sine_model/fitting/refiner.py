@@ -86,14 +86,14 @@ def _class_quotas(counts: Mapping[int, int], n_pixels: int) -> dict[int, int]:
     return {k: max(int(n_pixels * counts[k] / total), n_pixels // 10) for k in sorted(counts) if counts[k]}
 
 
-def _median_areas(label_images: Sequence[np.ndarray], class_of: Mapping[int, int]) -> dict[int, float]:
-    """Class id -> median pixel area of its reference objects."""
+def _object_areas(label_images: Sequence[np.ndarray], class_of: Mapping[int, int]) -> dict[int, list[int]]:
+    """Class id -> pixel areas of its reference objects."""
     areas: dict[int, list[int]] = {}
     for labels in label_images:
         values, counts = np.unique(np.asarray(labels)[np.asarray(labels) != 0], return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):
             areas.setdefault(int(class_of[int(value)]), []).append(count)
-    return {cls: float(np.median(a)) for cls, a in areas.items()}
+    return areas
 
 
 def _in_order(maps: np.ndarray, have: Sequence[int], want: Sequence[int]) -> np.ndarray:
@@ -207,7 +207,7 @@ def fit_refiner(
     finally:
         propagator.model = engine_model
     propagator.set_references(pairs, classes)
-    refiner.set_min_areas(_median_areas([labels for _, labels in pairs], class_of))
+    refiner.set_reference_areas(_object_areas([labels for _, labels in pairs], class_of))
     x, y = torch.cat(features), torch.cat(targets)
     refiner.shift.copy_(x.mean(0))
     refiner.spread.copy_(x.std(0).clamp_min(1e-4))

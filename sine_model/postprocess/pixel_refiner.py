@@ -11,14 +11,15 @@ each reference class and an object-border class (the objects' inner rim, as ilas
 touching objects). As in the forest + border baseline, a pixel is object where background is not its most
 likely answer, pixels whose most likely answer is a class (not the border) seed a watershed on that class's
 probability (which dips on the border), the watershed shares the border pixels out, so touching objects
-come apart, and pieces under a floor learned from the reference objects' sizes are dropped.
+come apart; pieces much larger than the reference objects are cut at their necks and pieces under a floor
+learned from the reference objects' sizes are dropped (:mod:`~sine_model.postprocess.border_instances`).
 
 The MLP is trained on the references by :func:`sine_model.fitting.refiner.fit_refiner`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,14 @@ from skimage.feature import multiscale_basic_features
 from torch import Tensor, nn
 
 from sine_model.modeling.filter_bank import FilterBank
-from sine_model.postprocess.border_instances import RefinedMaps, inner_rim, seeded_instances
+from sine_model.postprocess.border_instances import (
+    MIN_INSTANCE_FRACTION,
+    MIN_INSTANCE_PIXELS,
+    RefinedMaps,
+    inner_rim,
+    instance_floor,
+    seeded_instances,
+)
 from sine_model.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["MIN_INSTANCE_FRACTION", "MIN_INSTANCE_PIXELS", "REFINER_SIGMAS", "STRIP_PIXELS", "PixelRefiner",
@@ -48,11 +56,6 @@ STRIP_PIXELS = 1 << 20
 #: Rows of context added above and below each strip (a multiple of 16; from 96 on, strips give the
 #: whole image's features to float precision: the largest scale is smoothed twice).
 STRIP_MARGIN = 96
-#: Smallest instance the refiner keeps, as a fraction of the median reference object area of its class
-#: (at least :data:`MIN_INSTANCE_PIXELS`): the floor of the reference-chosen split rules
-#: (:func:`~sine_model.postprocess.instance_split.candidate_steps`) and of the forest + border baseline.
-MIN_INSTANCE_FRACTION = 0.15
-MIN_INSTANCE_PIXELS = 4
 
 
 class PixelRefiner(nn.Module):
@@ -92,16 +95,23 @@ class PixelRefiner(nn.Module):
         self.num_outputs = len(self.class_ids) + 2  # background, the classes, border
         self.register_buffer("shift", torch.zeros(n_in))
         self.register_buffer("spread", torch.ones(n_in))
-        # smallest instance per class (pixels), learned from the references by set_min_areas
+        # smallest instance and median object area per class (pixels), from the references
+        # (set_reference_areas; a median of 0 splits nothing)
         self.register_buffer("min_areas", torch.ones(len(self.class_ids), dtype=torch.long))
+        self.register_buffer("median_areas", torch.zeros(len(self.class_ids), dtype=torch.float64))
         self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                   nn.Linear(hidden, self.num_outputs))
 
-    def set_min_areas(self, median_areas: dict[int, float]) -> None:
-        """Set each class's smallest instance from its reference objects' median area (pixels)."""
-        floors = [max(MIN_INSTANCE_PIXELS, int(MIN_INSTANCE_FRACTION * float(median_areas.get(c, 0))))
-                  for c in self.class_ids]
+    def set_reference_areas(self, areas: Mapping[int, Sequence[int]]) -> None:
+        """Learn each class's instance floor and median object area from its reference objects' areas.
+
+        ``areas`` maps a class id to the pixel areas of its reference objects
+        (:func:`~sine_model.postprocess.border_instances.instance_floor` gives the floor).
+        """
+        floors = [instance_floor(areas.get(c, [])) for c in self.class_ids]
+        medians = [float(np.median(areas[c])) if len(areas.get(c, [])) else 0.0 for c in self.class_ids]
         self.min_areas.copy_(torch.tensor(floors, dtype=torch.long))
+        self.median_areas.copy_(torch.tensor(medians, dtype=torch.float64))
 
     @property
     def num_inputs(self) -> int:
@@ -185,4 +195,6 @@ class PixelRefiner(nn.Module):
         label_map = np.where(foreground, lut[best], 0)
         seeds = foreground & (top > border)
         floors = dict(zip(self.class_ids, self.min_areas.tolist(), strict=True))
-        return RefinedMaps(class_probs, label_map, seeds, heights=classes, min_areas=floors)
+        medians = dict(zip(self.class_ids, self.median_areas.tolist(), strict=True))
+        return RefinedMaps(class_probs, label_map, seeds, heights=classes, min_areas=floors,
+                           median_areas=medians)

@@ -14,6 +14,7 @@ from sine_model.fitting.folds import reference_folds
 from sine_model.fitting.refiner import fit_refiner
 from sine_model.metrics import foreground_iou, match_instances
 from sine_model.postprocess import pixel_refiner
+from sine_model.postprocess.border_instances import instance_floor
 from sine_model.postprocess.pixel_refiner import (
     PixelRefiner,
     RefinedMaps,
@@ -152,8 +153,9 @@ def test_fit_refiner_learns_the_references_objects_whatever_the_model(use_model_
     assert foreground_iou(truth > 0, result.labels["semantic"] > 0) > 0.85
     assert match_instances(truth, result.labels["instance"]).f1 > 0.8
     assert {s.mode for s in result.scores} == {"instance", "semantic"}
-    median = float(np.median(np.unique(reference[1][reference[1] > 0], return_counts=True)[1]))
-    assert propagator.refiner.min_areas.tolist() == [max(4, int(0.15 * median))]  # learned floor
+    areas = np.unique(reference[1][reference[1] > 0], return_counts=True)[1]
+    assert propagator.refiner.min_areas.tolist() == [instance_floor(areas)]  # learned floor
+    assert propagator.refiner.median_areas.tolist() == [float(np.median(areas))]
 
 
 def test_engine_hooks_keep_maps_and_drop_a_stale_refiner():
