@@ -39,6 +39,7 @@ from .._review_state import (
     ranking_inputs,
 )
 from .narrow_layout import narrow_combo
+from .worker_exit import start_tracked
 
 __all__ = ["BootstrapPanel", "EXPORT_CHOICES"]
 
@@ -140,8 +141,7 @@ class BootstrapPanel(QGroupBox):
         # Bound methods, not lambdas: Qt drops the connections when the panel is deleted.
         worker.returned.connect(self._ranked)
         worker.errored.connect(self._ranking_failed)
-        self.ranking_worker = worker
-        worker.start()
+        self.ranking_worker = start_tracked(worker)
 
     def _ranking_failed(self, error: BaseException) -> None:
         show_error(f"SINE: ranking the targets failed: {error}")
@@ -245,8 +245,7 @@ class BootstrapPanel(QGroupBox):
         self.worker.errored.connect(lambda error: show_error(f"SINE: export failed: {error}"))
         self.worker.finished.connect(lambda: self.export_button.setEnabled(True))
         self.export_button.setEnabled(False)
-        self.worker.start()
-        return self.worker
+        return start_tracked(self.worker)
 
 
 def _rank(generation: int, inputs: list[RankingInput]) -> tuple[int, list[RankedTarget]]:

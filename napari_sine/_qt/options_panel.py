@@ -11,13 +11,12 @@ is read).
 
 from __future__ import annotations
 
-import atexit
 from collections.abc import Callable
 from typing import Any
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt, QThreadPool, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QStandardItemModel
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -38,23 +37,9 @@ from .._inputs import InputError
 from .._models import ModelChoice, default_model, model_choice, model_choices, read_registry, registry_loaded
 from .._settings import WidgetSettings
 from .narrow_layout import CollapsibleSection, narrow_combo, narrow_form
+from .worker_exit import start_tracked
 
 __all__ = ["OptionsPanel"]
-
-#: Longest wait at interpreter exit for a model-list reading still in flight (it cannot be interrupted).
-EXIT_WAIT_MS = 120_000
-_loaders_in_flight: set[Any] = set()
-
-
-def _await_loaders_at_exit() -> None:
-    """Let a model-list reading finish before Python shuts down.
-
-    napari waits for its workers when its event loop quits, but a script that closes the viewer and
-    exits (or a kernel shutdown) skips that: a thread still importing torch while the interpreter
-    finalises aborts the process. Registered once, at the first reading.
-    """
-    if _loaders_in_flight:
-        QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS)
 
 MODE_TIPS = {
     "id": "ID: the same objects as in the reference, keeping their label ids",
@@ -199,16 +184,10 @@ class OptionsPanel(QGroupBox):
         QTimer.singleShot(0, self._start_loader)
 
     def _start_loader(self) -> None:
-        if not _loaders_in_flight and not getattr(_await_loaders_at_exit, "registered", False):
-            atexit.register(_await_loaders_at_exit)
-            _await_loaders_at_exit.registered = True  # type: ignore[attr-defined]
         worker = create_worker(read_registry, _ignore_errors=True, _start_thread=False)
         worker.returned.connect(self._registry_read)
         worker.errored.connect(self._registry_failed)
-        worker.finished.connect(lambda: _loaders_in_flight.discard(worker))
-        _loaders_in_flight.add(worker)
-        self._loader = worker
-        worker.start()
+        self._loader = start_tracked(worker)  # (waited for at exit: it may be importing torch)
 
     def when_loaded(self, callback: Callable[[bool], None]) -> None:
         """Call ``callback(ok)`` once the model list is read (at once when it is): ``ok`` is False when

@@ -28,6 +28,7 @@ from .._inputs import InputError, ReferenceChoice, TargetPlane, spatial_shape
 from .._layers import ProposalSink
 from .._provenance import array_digest, cli_command, layer_source, now, versions
 from .._worker import ModelHolder, RunFailed, RunRequest, Started, Status, propagation_steps
+from .worker_exit import start_tracked
 
 if TYPE_CHECKING:  # the model code (torch) loads in the run's worker, not when the widget opens
     from sine_model import TargetResult
@@ -154,7 +155,7 @@ class RunController:
         self.worker = worker
         for step in sink.creation_steps():  # new layers first, while the model is not competing for the CPU
             self._enqueue(self._create, step)
-        self._enqueue(worker.start)  # a cancelled worker stops at once
+        self._enqueue(lambda: start_tracked(worker))  # a cancelled worker stops at once
 
     def cancel(self) -> None:
         """Stop after the target being processed; finished targets stay."""
