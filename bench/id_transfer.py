@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,13 +29,10 @@ from sine_model.postprocess import id_transfer
 from sine_model.postprocess.id_matching import describe_references, match_ids
 from sine_model.sample_data import load_sample
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate import crop_pair  # noqa: E402  (the harness's crop pairs, the same for both scores)
+
 VARIANTS = ("matching only", "+ split", "+ split + unchanged")
-
-
-def crop_pair(image: np.ndarray, labels: np.ndarray, fraction: float = 0.75):
-    h, w = labels.shape
-    ch, cw = round(h * fraction), round(w * fraction)
-    return image[:ch, :cw], labels[:ch, :cw], image[h - ch :, w - cw :], labels[h - ch :, w - cw :]
 
 
 def id_answers(objects, target: np.ndarray, answer) -> dict[str, np.ndarray]:
