@@ -8,14 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The worker cannot finish before the count is printed (it waits for the gate, opened after the print),
+# so the count does not depend on how busy the machine is.
 SCRIPT = """
-import time
+import threading, time
 from qtpy.QtWidgets import QApplication
 app = QApplication.instance() or QApplication([])
 from napari.qt.threading import create_worker
 from napari_sine._qt.worker_exit import in_flight, start_tracked
 
+gate = threading.Event()
+
 def slow():
+    gate.wait()
     time.sleep(1.0)
     return 1
 
@@ -23,6 +28,7 @@ worker = create_worker(slow, _start_thread=False)
 worker.returned.connect(lambda value: None)
 start_tracked(worker)
 print("in flight at exit:", in_flight(), flush=True)
+gate.set()
 """
 
 
@@ -30,7 +36,7 @@ def test_a_worker_running_at_exit_is_waited_for(tmp_path):
     """Did: start a 1-second worker through start_tracked and let the interpreter exit at once. Must: exit
     status 0, no deleted-signals error (started with a plain ``worker.start()`` the same script aborts
     with 'wrapped C/C++ object of type WorkerBaseSignals has been deleted', exit status 134)."""
-    process = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
+    process = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600,
                              cwd=tmp_path)
     assert process.returncode == 0, process.stderr[-2000:]
     assert "in flight at exit: 1" in process.stdout
