@@ -29,7 +29,7 @@ from sine_model.postprocess.border_instances import inner_rim
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.transforms import to_rgb_float
 
-__all__ = ["RefinerFit", "fit_refiner"]
+__all__ = ["RefinerFit", "TrainingPixels", "collect_training_pixels", "fit_refiner", "train_refiner"]
 
 
 @dataclass
@@ -167,6 +167,50 @@ def fit_refiner(
     """
     if max_steps < 1:
         raise ValueError(f"the refiner needs at least one step, got max_steps={max_steps}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    pixels = collect_training_pixels(propagator, pairs, classes, max_pixels=max_pixels, hidden=hidden,
+                                     use_model_maps=use_model_maps, fold_models=fold_models,
+                                     colour_features=colour_features, generator=generator)
+    return train_refiner(propagator, pixels, max_steps, seconds=seconds, n_pixels=n_pixels, lr=lr,
+                         generator=generator)
+
+
+@dataclass
+class TrainingPixels:
+    """The refiner's training data from :func:`collect_training_pixels`, before any optimiser step.
+
+    ``refiner`` is the untrained :class:`PixelRefiner` (its reference areas set), ``features`` and
+    ``targets`` the kept pixels (targets: 0 background, 1..C the classes, C+1 border), ``counts`` the
+    pixels per target value in the references before sampling, ``held_out`` whether the coarse maps
+    were predicted from the other reference half.
+    """
+
+    refiner: PixelRefiner
+    features: Tensor
+    targets: Tensor
+    counts: Counter
+    held_out: bool
+
+
+def collect_training_pixels(
+    propagator: Any,
+    pairs: Sequence[tuple[Any, Any]],
+    classes: Mapping[int, int] | None = None,
+    *,
+    max_pixels: int = 500_000,
+    hidden: int = 32,
+    use_model_maps: bool = True,
+    fold_models: Sequence[Any] | None = None,
+    colour_features: bool = True,
+    generator: torch.Generator | None = None,
+) -> TrainingPixels:
+    """The refiner's training pixels: features and per-pixel targets of the references (first half of
+    :func:`fit_refiner`, whose parameters these are; ``generator`` draws the kept pixels).
+
+    The propagator's references are ``pairs`` on return and its refiner is unset.
+    """
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
     propagator.set_refiner(None)
     pairs = [(image, labels) for image, labels, _, _ in check_reference_pairs(pairs, propagator.channel_axis)]
     class_of = propagator._class_map(classes, [labels for _, labels in pairs])
@@ -183,11 +227,9 @@ def fit_refiner(
     if colour_features:
         rgbs = (to_rgb_float(np.asarray(image), channel_axis=propagator.channel_axis) for image, _ in pairs)
         basic_channels = 3 if any(np.ptp(rgb, axis=-1).max() > 0 for rgb in rgbs) else 0
-    torch.manual_seed(seed)
     refiner = PixelRefiner(class_ids, hidden=hidden, use_model_maps=use_model_maps,
                            basic_channels=basic_channels)
     features, targets, counts = [], [], Counter()
-    generator = torch.Generator().manual_seed(seed)
     try:
         for k, (reference, (image, labels)) in enumerate(folds):
             propagator.model = engine_model if fold_models is None else fold_models[k]
@@ -208,10 +250,26 @@ def fit_refiner(
         propagator.model = engine_model
     propagator.set_references(pairs, classes)
     refiner.set_reference_areas(_object_areas([labels for _, labels in pairs], class_of))
-    x, y = torch.cat(features), torch.cat(targets)
+    return TrainingPixels(refiner, torch.cat(features), torch.cat(targets), counts, held_out)
+
+
+def train_refiner(
+    propagator: Any,
+    pixels: TrainingPixels,
+    max_steps: int = 400,
+    *,
+    seconds: float = 600.0,
+    n_pixels: int = 20000,
+    lr: float = 3e-3,
+    generator: torch.Generator | None = None,
+) -> RefinerFit:
+    """Train ``pixels.refiner``'s MLP on ``pixels`` and give it to ``propagator`` (second half of
+    :func:`fit_refiner`, whose parameters these are; ``generator`` draws each step's pixels)."""
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    refiner, x, y = pixels.refiner, pixels.features, pixels.targets
     refiner.shift.copy_(x.mean(0))
     refiner.spread.copy_(x.std(0).clamp_min(1e-4))
-    per_class = _class_quotas(counts, n_pixels)
+    per_class = _class_quotas(pixels.counts, n_pixels)
     pools = {k: torch.nonzero(y == k).flatten() for k in per_class}
     optimiser = torch.optim.Adam(refiner.head.parameters(), lr=lr)
     start, steps, loss_value = time.perf_counter(), 0, float("nan")
@@ -226,5 +284,5 @@ def fit_refiner(
         steps, loss_value = steps + 1, float(loss.detach())
     refiner.eval()
     propagator.set_refiner(refiner)
-    return RefinerFit(steps, time.perf_counter() - start, loss_value, int(len(y)), held_out,
+    return RefinerFit(steps, time.perf_counter() - start, loss_value, int(len(y)), pixels.held_out,
                       cut_short=steps < max_steps)
