@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             runners.append(ModelRunner(model, f"refiner without model ({refine} steps)",
                                        pad=args.pad or default_pad, scale=args.scale, device=args.device,
                                        instance_sources=args.instances,
-                                       refine_steps=refine, refine_with_model=False,
+                                       refine_steps=refine, refine_with_model=False, refine_forest=False,
                                        colour_features=not args.no_colour_features))
     makers = {"rf": RandomForestBaseline, "rf-border": lambda: RandomForestBaseline(border=True),
               "otsu": OtsuBaseline}

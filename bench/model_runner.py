@@ -26,8 +26,9 @@ class ModelRunner:
 
     def __init__(self, model, name: str, *, pad: int, scale: float | None = 1.0, device: str | None = None,
                  modes: Sequence[str] = ("id", "instance", "semantic"), adapt_steps: int = 0,
-                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool = False,
-                 refine_steps: int = 0, refine_with_model: bool = True, cross_fit: bool = True,
+                 instance_sources: Sequence[str] = HARNESS_INSTANCE_SOURCES, calibrate: bool | None = False,
+                 refine_steps: int | None = 0, refine_with_model: bool | None = None,
+                 refine_forest: bool | None = None, cross_fit: bool = True,
                  colour_features: bool = True) -> None:
         from sine_model.engine.propagator import Propagator
 
@@ -41,9 +42,15 @@ class ModelRunner:
         self.propagator = Propagator(model, device, pad=pad, scale=scale, instance_source=engine_source)
         self.variants = {f"[{source} instances]": f"instance@{source}" for source in sources} \
             if sources != (engine_source,) else {}
-        self.refine_steps = int(refine_steps)
+        # None: what the model's preset recipe says
+        from sine_model.fitting.preparation import recipe_of
+
+        recipe = recipe_of(self.propagator)
+        self.refine_steps = recipe.refine_steps if refine_steps is None else int(refine_steps)
+        calibrate = recipe.calibrate if calibrate is None else bool(calibrate)
         self.refine_fits: list = []  # sine_model.postprocess.pixel_refiner.RefinerFit per reference
         self.refine_with_model = refine_with_model
+        self.refine_forest = refine_forest
         self.colour_features = colour_features  # the refiner's per-channel features of colour images
         self.cross_fit = cross_fit  # adapt per reference half when refining after adaptation
         if self.refine_steps > 0:  # the engine's instances come from the refined map
@@ -68,7 +75,8 @@ class ModelRunner:
         prepared = ReferencePreparation(  # stages that cannot work on a reference step aside
             self.propagator, [(image, labels)], classes, calibrate=self.calibrate,
             adapt_steps=self.adapt_budget, refine_steps=self.refine_steps, cross_fit=self.cross_fit,
-            refine_with_model=self.refine_with_model, colour_features=self.colour_features,
+            refine_with_model=self.refine_with_model, refine_forest=self.refine_forest,
+            colour_features=self.colour_features,
         ).run()
         self.stepped_aside.append(dict(prepared.stepped_aside))
         if prepared.scale_choice is not None:

@@ -31,9 +31,11 @@ from model_runner import ModelRunner, make_model  # noqa: E402
 
 #: Method name -> ModelRunner options (None: the forest + border baseline).
 METHODS: dict[str, dict | None] = {
-    "calibrate-refine": dict(calibrate=True, refine_steps=400),
-    "refine": dict(refine_steps=400),
-    "refiner-without-model": dict(refine_steps=400, refine_with_model=False),
+    # the preset's recipe as a user gets it (automatic scale; stages and refiner from the preset)
+    "default-recipe": dict(calibrate=None, refine_steps=None, scale=None),
+    "calibrate-refine": dict(calibrate=True, refine_steps=400, refine_with_model=True, refine_forest=False),
+    "refine": dict(refine_steps=400, refine_with_model=True, refine_forest=False),
+    "refiner-without-model": dict(refine_steps=400, refine_with_model=False, refine_forest=False),
     "model-alone": dict(),
     "forest-border": None,
 }

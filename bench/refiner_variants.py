@@ -129,7 +129,8 @@ class _Answer(PixelRefiner):
 
 
 VARIANTS = ("mlp", "mlp-nomaps", "forest", "forest-nomaps", "mlp+forest", "mlp-nomaps+forest-nomaps",
-            "mlp+forest-nomaps", "mlp+mlp-nomaps")
+            "mlp+forest-nomaps", "mlp+mlp-nomaps", "mlp+mlp-nomaps+forest-nomaps",
+            "mlp-nomaps+forest+forest-nomaps", "mlp+mlp-nomaps+forest+forest-nomaps")
 
 
 def _like_reference(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -147,9 +148,11 @@ def run(out: Path, scale: float | None, rounds: int, sets: Sequence[str], varian
     propagator = Propagator(model, None, pad=pad, scale=scale, instance_source="semantic")
     groups = len({(p.dataset, p.group) for p in interleaved_plan(1, 2, sets)})
     records = json.loads(out.read_text()) if out.exists() else []
-    done = {(r["reference"], r["target"]) for r in records}
+    done = {(r["reference"], r["target"], r["variant"]) for r in records}
     for pairing in interleaved_plan(2, 2, sets)[:groups * rounds]:
-        if all((pairing.reference.name, t.name) in done for t in pairing.targets):
+        todo = [v for v in variants if any((pairing.reference.name, t.name, v) not in done
+                                           for t in pairing.targets)]
+        if not todo:
             continue
         image = evaluate.load_image(pairing.reference.image)
         labels = evaluate.load_labels(pairing.reference.labels)
@@ -160,7 +163,7 @@ def run(out: Path, scale: float | None, rounds: int, sets: Sequence[str], varian
         pixels = collect_training_pixels(propagator, [(image, labels)], generator=generator)
         state = generator.get_state()
         members: dict[str, Member] = {}
-        for name in {part for v in variants for part in v.split("+")}:
+        for name in {part for v in todo for part in v.split("+")}:
             kind, with_maps = name.removesuffix("-nomaps"), not name.endswith("-nomaps")
             members[name] = mlp_member(pixels, state, with_maps) if kind == "mlp" else \
                 forest_member(pixels, with_maps)
@@ -173,7 +176,7 @@ def run(out: Path, scale: float | None, rounds: int, sets: Sequence[str], varian
             coarse = _in_order(result.semantic_maps, propagator.semantic_classes(), class_ids)
             rgb = to_rgb_float(np.asarray(target), channel_axis=propagator.channel_axis)
             cached = list(pixels.refiner.strips(rgb, coarse))
-            for variant in variants:
+            for variant in todo:
                 answer = _Answer(pixels.refiner, [members[m] for m in variant.split("+")])
                 answer.cached = cached
                 refined = answer.refine(rgb, coarse)

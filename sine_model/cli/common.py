@@ -157,13 +157,23 @@ def add_recipe_options(add: Any, what: str = "the references") -> None:
              "(default: the preset's recipe)")
     add("--no-adapt", dest="adapt", action="store_const", const=0, help="do not adapt")
     add("--refine", type=steps_type, metavar="STEPS",
-        help="decide every pixel again at full resolution with a small classifier of the model's maps and "
-             f"image features, trained on {what} for STEPS steps (default: the preset's recipe)")
+        help="decide every pixel again at full resolution with a small pixel classifier (an MLP, with the "
+             f"recipe's choices below) trained on {what} for STEPS steps (default: the preset's recipe)")
     add("--no-refine", dest="refine", action="store_const", const=0, help="no full-resolution refiner")
+    add("--refine-with-model", dest="refine_with_model", action="store_true", default=None,
+        help="the refiner reads the model's class maps besides the image features (default: the preset's "
+             "recipe)")
+    add("--refine-without-model", dest="refine_with_model", action="store_false",
+        help="the refiner reads image features only")
+    add("--refine-forest", dest="refine_forest", action="store_true", default=None,
+        help="average the refiner's MLP with a random forest on the same features (default: the preset's "
+             "recipe)")
+    add("--no-refine-forest", dest="refine_forest", action="store_false", help="the refiner's MLP alone")
 
 
 def prepare_references(propagator: Any, pairs: list, classes: dict[int, int] | None, *,
-                       calibrate: bool | None, adapt: int | None, refine: int | None) -> None:
+                       calibrate: bool | None, adapt: int | None, refine: int | None,
+                       refine_with_model: bool | None = None, refine_forest: bool | None = None) -> None:
     """Set the references and run the preset's fitting recipe, with the options' changes (None: the
     recipe's), and say what each stage did or why it stepped aside (stderr).
 
@@ -172,7 +182,8 @@ def prepare_references(propagator: Any, pairs: list, classes: dict[int, int] | N
     from sine_model.fitting.preparation import ReferencePreparation
 
     prepared = ReferencePreparation(propagator, pairs, classes, calibrate=calibrate, adapt_steps=adapt,
-                                    refine_steps=refine)
+                                    refine_steps=refine, refine_with_model=refine_with_model,
+                                    refine_forest=refine_forest)
     print(f"fitting recipe: {prepared.recipe.describe()}", file=sys.stderr)
     prepared.run()
     for line in preparation_report(prepared):

@@ -45,7 +45,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"({_count(sample.reference_labels)} labelled nuclei); {len(sample.names)} targets")
     fit_start = time.perf_counter()
     prepare_references(propagator, pairs, None, calibrate=args.calibrate, adapt=args.adapt,
-                       refine=args.refine)
+                       refine=args.refine, refine_with_model=args.refine_with_model,
+                       refine_forest=args.refine_forest)
     print(f"fitting on the reference took {time.perf_counter() - fit_start:.1f} s")
     writer = result_writer.ResultWriter(args.out, MODES, len(sample.names), overwrite=args.overwrite)
     header = (f"{'target':<10} {'truth':>5} {'instances':>9} {'F1@0.5':>7} {'ID objs':>7} "

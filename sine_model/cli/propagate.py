@@ -171,7 +171,8 @@ def _prepared_propagator(args: argparse.Namespace, pairs: list) -> Any:
         channel_axis=args.channel_axis, instance_source=args.instances,
     )
     prepare_references(propagator, pairs, args.classes, calibrate=args.calibrate, adapt=args.adapt,
-                       refine=args.refine)
+                       refine=args.refine, refine_with_model=args.refine_with_model,
+                       refine_forest=args.refine_forest)
     return propagator
 
 

@@ -90,9 +90,11 @@ class ReferencePreparation:
     cross_fit : bool
         Adapt one copy per reference half when a refiner is fitted next (the default; ``False`` is an
         ablation: one adaptation on whole references).
-    refine_with_model : bool
-        Give the refiner the model's maps (``False``: a pixel classifier on image features alone, an
-        ablation).
+    refine_with_model : bool, optional
+        Give the refiner the model's maps besides the image features (overrides the recipe's
+        ``refiner_maps``).
+    refine_forest : bool, optional
+        Average the refiner's MLP with a random forest (overrides the recipe's ``refiner_forest``).
     colour_features : bool
         Let the refiner read colour features when a reference is in colour.
     seed : int
@@ -111,7 +113,8 @@ class ReferencePreparation:
         refine_steps: int | None = None,
         max_seconds: float = MAX_STAGE_SECONDS,
         cross_fit: bool = True,
-        refine_with_model: bool = True,
+        refine_with_model: bool | None = None,
+        refine_forest: bool | None = None,
         colour_features: bool = True,
         seed: int = 0,
     ) -> None:
@@ -120,6 +123,8 @@ class ReferencePreparation:
             calibrate=base.calibrate if calibrate is None else bool(calibrate),
             adapt_steps=base.adapt_steps if adapt_steps is None else int(adapt_steps),
             refine_steps=base.refine_steps if refine_steps is None else int(refine_steps),
+            refiner_maps=base.refiner_maps if refine_with_model is None else bool(refine_with_model),
+            refiner_forest=base.refiner_forest if refine_forest is None else bool(refine_forest),
             evidence=base.evidence,
         )  # checks the budgets
         if not max_seconds > 0:
@@ -129,7 +134,6 @@ class ReferencePreparation:
         self.classes = dict(classes) if classes else None
         self.max_seconds = float(max_seconds)
         self.cross_fit = cross_fit
-        self.refine_with_model = refine_with_model
         self.colour_features = colour_features
         self.seed = seed
         self.scale_choice: Any = None  # sine_model.engine.object_scale.ScaleChoice, once the refs are set
@@ -226,9 +230,9 @@ class ReferencePreparation:
 
         try:
             fit = fit_refiner(self.propagator, self.pairs, self.classes, self.refine_steps,
-                              seconds=self.max_seconds, use_model_maps=self.refine_with_model,
+                              seconds=self.max_seconds, use_model_maps=self.recipe.refiner_maps,
                               fold_models=self.fold_models, colour_features=self.colour_features,
-                              seed=self.seed)
+                              forest=self.recipe.refiner_forest, seed=self.seed)
         except PropagationError as error:
             self.propagator.set_refiner(None)
             self._step_aside("refine", str(error))
@@ -262,10 +266,13 @@ class ReferencePreparation:
         if (fit := self.refinement) is not None:
             source = "halves predicted from each other" if fit.held_out else \
                 "references predicted from themselves"
+            if not self.recipe.refiner_maps:
+                source = "image features only"
+            kind = "MLP + random forest" if self.recipe.refiner_forest else "MLP"
             cut = (f"; cut short by the {self.max_seconds:g} s safety cap before {self.refine_steps} "
                    "steps") if fit.cut_short else ""
-            lines.append(f"refiner fitted on the references in {self.seconds['refine']:.1f} s: {fit.steps} "
-                         f"steps on {fit.pixels} pixels ({source}), loss {fit.loss:.3f}{cut}")
+            lines.append(f"refiner ({kind}) fitted on the references in {self.seconds['refine']:.1f} s: "
+                         f"{fit.steps} steps on {fit.pixels} pixels ({source}), loss {fit.loss:.3f}{cut}")
         return lines
 
     def provenance(self) -> dict[str, Any]:
@@ -291,6 +298,7 @@ class ReferencePreparation:
         if (fit := self.refinement) is not None:
             record["refine"] = {"ran": True, "steps": fit.steps, "seconds": round(fit.seconds, 2),
                                 "pixels": fit.pixels, "held_out": fit.held_out,
+                                "model_maps": self.recipe.refiner_maps, "forest": self.recipe.refiner_forest,
                                 "final_loss": round(fit.loss, 6), "cut_short": fit.cut_short}
         return record
 

@@ -29,7 +29,8 @@ from sine_model.postprocess.border_instances import inner_rim
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.transforms import to_rgb_float
 
-__all__ = ["RefinerFit", "TrainingPixels", "collect_training_pixels", "fit_refiner", "train_refiner"]
+__all__ = ["FOREST_DEPTH", "FOREST_TREES", "RefinerFit", "TrainingPixels", "collect_training_pixels", "fit_refiner",
+           "train_forest", "train_refiner"]
 
 
 @dataclass
@@ -120,6 +121,7 @@ def fit_refiner(
     use_model_maps: bool = True,
     fold_models: Sequence[Any] | None = None,
     colour_features: bool = True,
+    forest: bool = False,
 ) -> RefinerFit:
     """Train a :class:`PixelRefiner` on the references and give it to ``propagator``.
 
@@ -160,6 +162,9 @@ def fit_refiner(
         (:class:`PixelRefiner`'s ``basic_channels=3``): the grey filter bank does not see the texture of
         each stain (on MICCAI H&E they raised the refiner's semantic IoU; grey images get none: on EPFL
         EM, grey basic features lowered the instance F1).
+    forest : bool
+        Also fit a random forest on the same training pixels (:func:`train_forest`) and average its
+        answer with the MLP's (:meth:`PixelRefiner.set_forest`).
 
     Returns
     -------
@@ -172,8 +177,31 @@ def fit_refiner(
     pixels = collect_training_pixels(propagator, pairs, classes, max_pixels=max_pixels, hidden=hidden,
                                      use_model_maps=use_model_maps, fold_models=fold_models,
                                      colour_features=colour_features, generator=generator)
-    return train_refiner(propagator, pixels, max_steps, seconds=seconds, n_pixels=n_pixels, lr=lr,
-                         generator=generator)
+    fit = train_refiner(propagator, pixels, max_steps, seconds=seconds, n_pixels=n_pixels, lr=lr,
+                        generator=generator)
+    if forest:
+        pixels.refiner.set_forest(train_forest(pixels, n_pixels=n_pixels, seed=seed))
+    return fit
+
+
+#: Size of the refiner's random forest: the forest + border baseline's (bench/baselines.py).
+FOREST_TREES = 32
+FOREST_DEPTH = 16
+
+
+def train_forest(pixels: TrainingPixels, *, n_pixels: int = 20000, seed: int = 0) -> Any:
+    """A random forest (:data:`FOREST_TREES` trees of depth :data:`FOREST_DEPTH`, one thread: the same
+    trees on any machine) on ``n_pixels`` of the training pixels, drawn (with replacement, seeded) in the
+    per-class quotas of the MLP's steps."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    y = pixels.targets.numpy()
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([rng.choice(np.flatnonzero(y == k), size=n, replace=True)
+                            for k, n in _class_quotas(pixels.counts, n_pixels).items()])
+    forest = RandomForestClassifier(n_estimators=FOREST_TREES, max_depth=FOREST_DEPTH, n_jobs=1,
+                                    random_state=seed)
+    return forest.fit(pixels.features.numpy()[picks], y[picks])
 
 
 @dataclass
@@ -232,10 +260,13 @@ def collect_training_pixels(
     features, targets, counts = [], [], Counter()
     try:
         for k, (reference, (image, labels)) in enumerate(folds):
-            propagator.model = engine_model if fold_models is None else fold_models[k]
-            propagator.set_references([reference], classes)
-            result = next(propagator.propagate([image], modes=("semantic",), keep_maps=True))
-            coarse = _in_order(result.semantic_maps, propagator.semantic_classes(), class_ids)
+            if use_model_maps:
+                propagator.model = engine_model if fold_models is None else fold_models[k]
+                propagator.set_references([reference], classes)
+                result = next(propagator.propagate([image], modes=("semantic",), keep_maps=True))
+                coarse = _in_order(result.semantic_maps, propagator.semantic_classes(), class_ids)
+            else:  # the refiner reads image features only: no need for the model's answer
+                coarse = np.zeros((len(class_ids), *np.shape(labels)), np.float32)
             rgb = to_rgb_float(np.asarray(image), channel_axis=propagator.channel_axis)  # not the projection
             target = torch.from_numpy(_targets(np.asarray(labels), class_of, class_ids))
             share = max_pixels / labels.size  # large references: keep a class-balanced sample of each strip

@@ -70,6 +70,10 @@ class FittingRecipe:
         Test-time adaptation steps per adapted copy (0: no adaptation).
     refine_steps : int
         Training steps of the full-resolution refiner (0: no refiner).
+    refiner_maps : bool
+        The refiner reads the model's class maps besides the image features.
+    refiner_forest : bool
+        The refiner averages its MLP with a random forest on the same features.
     evidence : str
         Where the choice was measured (a docs section), shown with the recipe.
     """
@@ -77,6 +81,8 @@ class FittingRecipe:
     calibrate: bool = False
     adapt_steps: int = 0
     refine_steps: int = 0
+    refiner_maps: bool = True
+    refiner_forest: bool = False
     evidence: str = ""
 
     def __post_init__(self) -> None:
@@ -88,5 +94,8 @@ class FittingRecipe:
         """One line: the stages that run, e.g. ``calibrate + refine 400 steps`` (``none``: no fitting)."""
         parts = ["calibrate"] if self.calibrate else []
         parts += [f"adapt {self.adapt_steps} steps"] if self.adapt_steps else []
-        parts += [f"refine {self.refine_steps} steps"] if self.refine_steps else []
+        if self.refine_steps:
+            kind = "MLP + forest" if self.refiner_forest else "MLP"
+            reads = "image features and the model's maps" if self.refiner_maps else "image features"
+            parts.append(f"refine {self.refine_steps} steps ({kind} on {reads})")
         return " + ".join(parts) or "none"

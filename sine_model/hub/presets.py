@@ -379,6 +379,7 @@ register_preset(
         # its instance answer matched to the reference objects (docs/quality.md#id-by-matching).
         id_source="matching",
         # Measured on the shared evaluation sets (docs/quality.md, "Default recipe").
-        recipe=FittingRecipe(calibrate=True, refine_steps=400, evidence="docs/quality.md#default-recipe"),
+        recipe=FittingRecipe(refine_steps=400, refiner_maps=False, refiner_forest=True,
+                             evidence="docs/quality.md#default-recipe"),
     )
 )

@@ -20,6 +20,7 @@ The MLP is trained on the references by :func:`sine_model.fitting.refiner.fit_re
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,6 +102,7 @@ class PixelRefiner(nn.Module):
         self.register_buffer("median_areas", torch.zeros(len(self.class_ids), dtype=torch.float64))
         self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                   nn.Linear(hidden, self.num_outputs))
+        self.forest: Any | None = None  # a fitted random forest averaged with the MLP (set_forest)
 
     def set_reference_areas(self, areas: Mapping[int, Sequence[int]]) -> None:
         """Learn each class's instance floor and median object area from its reference objects' areas.
@@ -170,8 +172,43 @@ class PixelRefiner(nn.Module):
             yield rows, bank.flatten(1).T
 
     def forward(self, features: Tensor) -> Tensor:
-        """``(N, num_inputs)`` features → ``(N, num_outputs)`` logits (background, classes, border)."""
+        """``(N, num_inputs)`` features → ``(N, num_outputs)`` logits of the MLP (background, classes,
+        border)."""
         return self.head((features - self.shift) / self.spread)
+
+    def set_forest(self, forest: Any | None) -> None:
+        """Average the MLP's answer with a fitted random forest's (``sklearn.ensemble``
+        ``RandomForestClassifier`` on the same features, targets 0..num_outputs-1; None: the MLP alone).
+
+        Two pixel classifiers of different kinds err on different pixels: their mean was better than
+        either on the shared evaluation sets (docs/quality.md).
+        """
+        self.forest = forest
+
+    def probabilities(self, features: Tensor) -> Tensor:
+        """``(N, num_inputs)`` features → ``(N, num_outputs)`` probabilities: the MLP's softmax, averaged
+        with the forest's where one is set (:meth:`set_forest`)."""
+        probs = self(features).softmax(-1)
+        if self.forest is None:
+            return probs
+        known = self.forest.predict_proba(features.detach().cpu().numpy())
+        forest = torch.zeros_like(probs)
+        forest[:, torch.as_tensor(self.forest.classes_, dtype=torch.long)] = torch.from_numpy(known).to(probs)
+        return (probs + forest) / 2
+
+    def fingerprint(self) -> str:
+        """A digest of the MLP's parameters and buffers and, when set, the forest's split thresholds and
+        leaf values (a run manifest's record of the fitted refiner)."""
+        from sine_model.engine.reference_state import model_fingerprint
+
+        mlp = model_fingerprint(self)
+        if self.forest is None:
+            return mlp
+        from sine_model.engine.feature_cache import content_key
+
+        trees = [np.concatenate([tree.tree_.threshold, tree.tree_.value.ravel()])
+                 for tree in self.forest.estimators_]
+        return f"{mlp}+forest:{content_key(np.concatenate(trees))}"
 
     def refine(self, rgb: np.ndarray, coarse: np.ndarray) -> RefinedMaps:
         """The refined class maps of one image (see :class:`RefinedMaps`), inputs as for :meth:`strips`."""
@@ -179,7 +216,7 @@ class PixelRefiner(nn.Module):
         probs = np.zeros((self.num_outputs, height, width), np.float32)
         with torch.no_grad():
             for rows, features in self.strips(rgb, coarse):
-                out = self(features).softmax(-1).T.reshape(self.num_outputs, rows.stop - rows.start, width)
+                out = self.probabilities(features).T.reshape(self.num_outputs, rows.stop - rows.start, width)
                 probs[:, rows] = out.numpy()
         n = len(self.class_ids)
         classes, background, border = probs[1:1 + n], probs[0], probs[-1]

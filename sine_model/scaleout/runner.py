@@ -106,7 +106,7 @@ def run_identity(state: ReferenceState, source: Any, modes: Sequence[str], model
             "calibrated_steps": _rounded(derived["_calibrated_steps"]),
             "projection": _rounded(derived["_projection"]),
             "min_area": _rounded(derived["_min_area"]),
-            "refiner": None if refiner is None else model_fingerprint(refiner),
+            "refiner": None if refiner is None else refiner.fingerprint(),
         },
         "engine": state.settings.as_dict(),
         "options": dict(extra or {}),

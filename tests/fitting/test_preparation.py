@@ -70,6 +70,7 @@ def test_adaptation_is_plain_without_a_refiner_and_ablations_pass_through(spies)
     (_, adapt_kwargs), (_, refine_kwargs) = spies
     assert adapt_kwargs["cross_fit"] is False and refine_kwargs["fold_models"] is None
     assert refine_kwargs["use_model_maps"] is False and refine_kwargs["colour_features"] is False
+    assert refine_kwargs["forest"] is False  # a model without a preset: the recipe's default, the MLP
 
 
 def test_nothing_asked_sets_the_references_only(spies):
@@ -102,7 +103,9 @@ def test_an_uncalibratable_reference_steps_aside_and_the_run_goes_on():
     assert lines[0].startswith("calibration stepped aside: too few objects") and len(lines) == 2
     record = preparation.provenance()
     assert record["calibrate"] == {"ran": False, "stepped_aside": preparation.stepped_aside["calibrate"]}
-    assert record["refine"]["ran"] is True and record["recipe"] == "calibrate + refine 3 steps"
+    assert record["refine"]["ran"] is True
+    assert record["recipe"] == "calibrate + refine 3 steps (MLP on image features and the model's maps)"
+    assert record["refine"]["model_maps"] is True and record["refine"]["forest"] is False
 
 
 def test_the_recipe_comes_from_the_models_preset_and_arguments_change_it(spies):
@@ -114,9 +117,16 @@ def test_the_recipe_comes_from_the_models_preset_and_arguments_change_it(spies):
     propagator.model.preset = get_preset(EMBEDDED_PRESET)
     embedded = get_preset(EMBEDDED_PRESET).recipe
     assert recipe_of(propagator) == embedded and embedded.refine_steps > 0
+    # measured best on the shared sets (docs/quality.md): MLP + forest on image features, no calibration
+    assert not embedded.calibrate and embedded.refiner_forest and not embedded.refiner_maps
     preparation = ReferencePreparation(propagator, [blob_pair(0)], calibrate=False, refine_steps=2)
-    assert preparation.recipe.describe() == "refine 2 steps"
+    assert preparation.recipe.describe() == "refine 2 steps (MLP + forest on image features)"
+    changed = ReferencePreparation(propagator, [blob_pair(0)], refine_with_model=True, refine_forest=False)
+    assert changed.recipe.describe().endswith("(MLP on image features and the model's maps)")
     assert ReferencePreparation(propagator, [blob_pair(0)]).recipe.describe() == embedded.describe()
     preparation.run()
     assert [name for name, _ in spies] == ["refine"] and preparation.refinement.steps == 2
     assert spies[0][1]["seed"] == 0  # seeded
+    assert spies[0][1]["forest"] is True and spies[0][1]["use_model_maps"] is False
+    assert preparation.propagator.refiner.forest is not None
+    assert "refiner (MLP + random forest)" in preparation.report()[-1]

@@ -136,8 +136,8 @@ def test_strips_cover_the_image_and_check_the_maps(monkeypatch, basic_channels):
         PixelRefiner([1], basic_channels=2)
 
 
-@pytest.mark.parametrize("use_model_maps", [True, False])
-def test_fit_refiner_learns_the_references_objects_whatever_the_model(use_model_maps):
+@pytest.mark.parametrize(("use_model_maps", "forest"), [(True, False), (False, False), (False, True)])
+def test_fit_refiner_learns_the_references_objects_whatever_the_model(use_model_maps, forest):
     # An untrained model's maps are noise; the refiner must still learn bright disks from the reference
     # and find them in a new image, splitting nothing that is not touching.
     torch.manual_seed(0)
@@ -145,9 +145,11 @@ def test_fit_refiner_learns_the_references_objects_whatever_the_model(use_model_
     reference, target = disk_scene(0), disk_scene(1)
     # the step count bounds the fit (a second or two); the time budget is only a ceiling, generous so that
     # a loaded machine trains the same refiner
-    fit = fit_refiner(propagator, [reference], seconds=600, max_steps=150, use_model_maps=use_model_maps)
+    fit = fit_refiner(propagator, [reference], seconds=600, max_steps=150, use_model_maps=use_model_maps,
+                      forest=forest)
     assert fit.steps == 150 and fit.held_out and fit.pixels == reference[1].size
     assert propagator.refiner is not None and propagator.refiner.use_model_maps is use_model_maps
+    assert (propagator.refiner.forest is not None) is forest
     result = next(propagator.propagate([target[0]], modes=("instance", "semantic")))
     truth = target[1]
     assert foreground_iou(truth > 0, result.labels["semantic"] > 0) > 0.85
@@ -256,3 +258,43 @@ def test_colour_features_only_for_colour_references():
     assert propagator.refiner.basic_channels == 0
     fit_refiner(propagator, [(np.stack([grey] * 3, -1), labels)], seconds=5, max_steps=2)
     assert propagator.refiner.basic_channels == 0  # grey stored as RGB
+
+
+def test_the_forest_is_averaged_with_the_mlp_and_missing_classes_get_zero():
+    from sklearn.ensemble import RandomForestClassifier
+
+    torch.manual_seed(0)
+    refiner = PixelRefiner([1, 2], use_model_maps=False)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(200, refiner.num_inputs)).astype(np.float32))
+    y = np.where(x[:, 0].numpy() > 0, 1, 0)  # background and class 1 only: no class 2, no border
+    forest = RandomForestClassifier(n_estimators=4, random_state=0).fit(x.numpy(), y)
+    mlp = refiner(x).softmax(-1)
+    assert torch.allclose(refiner.probabilities(x), mlp)  # no forest: the MLP alone
+    refiner.set_forest(forest)
+    both = refiner.probabilities(x)
+    expected = mlp.clone()
+    expected[:, :2] += torch.from_numpy(forest.predict_proba(x.numpy())).float()
+    assert torch.allclose(both, expected / 2, atol=1e-6)
+    assert torch.allclose(both.sum(-1), torch.ones(len(x)), atol=1e-5)
+
+
+def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
+    # without the model's maps the references' halves are never propagated (no model work), and two fits
+    # of the same inputs give the same MLP and forest (seeded, one-thread forest)
+    reference, target = disk_scene(0), disk_scene(1)
+    fingerprints, answers = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
+        calls = []
+        original = propagator.propagate
+        monkeypatch.setattr(propagator, "propagate", lambda *a, **k: calls.append(1) or original(*a, **k))
+        fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
+        assert not calls
+        fingerprints.append(propagator.refiner.fingerprint())
+        answers.append(next(original([target[0]], modes=("instance",))).labels["instance"])
+    assert fingerprints[0] == fingerprints[1] and "+forest:" in fingerprints[0]
+    assert np.array_equal(*answers)
+    mlp_only = PixelRefiner([1], use_model_maps=False)
+    assert "+forest:" not in mlp_only.fingerprint()

@@ -91,13 +91,14 @@ def test_adaptation_without_usable_crops_steps_aside(monkeypatch):
     assert preparation.report()[0].startswith("adaptation stepped aside: objects too small")
 
 
-def test_the_same_inputs_give_the_same_proposals():
+@pytest.mark.parametrize("forest", [False, True])
+def test_the_same_inputs_give_the_same_proposals(forest):
     image, labels = blob_pair(0)
     target = blob_pair(1)[0]
     answers = []
     for _ in range(2):
         preparation = ReferencePreparation(engine(), [(image, labels)], calibrate=True, adapt_steps=2,
-                                           refine_steps=5).run()
+                                           refine_steps=5, refine_forest=forest).run()
         result = next(preparation.propagator.propagate([target], modes=("instance", "semantic")))
         answers.append((result.labels["instance"], result.labels["semantic"], preparation.refinement.loss,
                         preparation.adaptation.losses))
