@@ -25,6 +25,7 @@ from sine_model.postprocess.decode import (
     instance_inference,
     semantic_inference,
 )
+from sine_model.postprocess.window_upsample import sigmoid_weighted_sum
 from sine_model.preprocess.transforms import Geometry
 
 __all__ = ["instance_semantic_inference"]
@@ -70,7 +71,7 @@ def instance_semantic_inference(
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, n_queries, step):
             crop = _to_padded_crop(ins_mask_logits[start : start + step], geometry)
-            acc[0] += torch.einsum("qc,qhw->chw", soft[start : start + step], crop[0].sigmoid())
+            sigmoid_weighted_sum(acc[0], soft[start : start + step], crop[0])
             qs = wanted[(wanted >= start) & (wanted < start + step)]
             if qs.numel():
                 yield qs, _resize_to_original(crop[:, qs - start], geometry)
@@ -79,4 +80,4 @@ def instance_semantic_inference(
     detections = _score_chunks(probs, query_idx, labels, stream, geometry, score_threshold)
     for _ in stream:  # the semantic map needs every query, also those after the last wanted one
         pass
-    return detections, _resize_to_original(acc, geometry)
+    return detections, _resize_to_original(acc, geometry, masks=False)

@@ -7,6 +7,11 @@ result (the valid, non-padding region; a tile's core). Each output pixel reads t
 (``a`` a multiple of the denominator of P/g) and keeping one cell of margin gives the same source
 coordinates, so :func:`upsample_window` upsamples only that window (equal up to float rounding of the
 coordinates, ~1e-6).
+
+The upsampling runs in the channels-last layout (queries innermost): torch's CPU bilinear kernel is
+about 2.5× faster there for a chunk of 16 masks than in the planar layout, with the same interpolation
+(the two kernels differ by float rounding, ~1 ulp), and the query-weighted sums of the semantic answer
+(:func:`sigmoid_weighted_sum`) read that layout as one matrix product (issue 22).
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upsample_window"]
+__all__ = ["upsample_window", "resize_channels_last", "sigmoid_weighted_sum", "CHANNEL_BLOCK"]
+
+#: Channels per upsampling call are padded to a multiple of this (16 float32 = one AVX-512 vector,
+#: two AVX2 vectors), see :func:`resize_channels_last`.
+CHANNEL_BLOCK = 16
 
 
 def upsample_window(masks: torch.Tensor, pad: int, rows: slice, cols: slice) -> torch.Tensor:
@@ -34,22 +43,57 @@ def upsample_window(masks: torch.Tensor, pad: int, rows: slice, cols: slice) -> 
     Returns
     -------
     torch.Tensor
-        ``(1, Q, rows, cols)`` float32.
+        ``(1, Q, rows, cols)`` float32, in the channels-last memory layout (a view of it).
     """
     x = masks.float().unsqueeze(0)
     grid_h, grid_w = x.shape[-2:]
     if grid_h != grid_w:
-        whole = F.interpolate(x, size=(pad, pad), mode="bilinear", align_corners=False)
-        return whole[:, :, rows, cols]
+        return resize_channels_last(x, size=(pad, pad))[:, :, rows, cols]
     ratio = Fraction(pad, grid_h)
     (y0, y1), (x0, x1) = _window(rows, ratio, grid_h), _window(cols, ratio, grid_w)
     if (y0, y1, x0, x1) == (0, grid_h, 0, grid_w):  # the whole grid: the plain call
-        whole = F.interpolate(x, size=(pad, pad), mode="bilinear", align_corners=False)
-        return whole[:, :, rows, cols]
+        return resize_channels_last(x, size=(pad, pad))[:, :, rows, cols]
     # scale_factor (not size): the window keeps the whole grid's source coordinates
-    out = F.interpolate(x[..., y0:y1, x0:x1], scale_factor=float(ratio), mode="bilinear", align_corners=False)
+    out = resize_channels_last(x[..., y0:y1, x0:x1], scale_factor=float(ratio))
     dy, dx = int(y0 * ratio), int(x0 * ratio)
     return out[:, :, rows.start - dy : rows.stop - dy, cols.start - dx : cols.stop - dx]
+
+
+def resize_channels_last(x: torch.Tensor, **size: object) -> torch.Tensor:
+    """Bilinear ``F.interpolate`` (``align_corners=False``; ``size=`` or ``scale_factor=``) of
+    (1, Q, h, w) in the channels-last layout, Q padded with zero maps
+    to a multiple of :data:`CHANNEL_BLOCK`; returns the first Q channels (a view).
+
+    The kernel runs whole SIMD vectors of channels and a scalar loop for the rest, which round
+    differently (~1 ulp); with every channel in a whole vector a mask's values do not depend on which
+    other masks share its call (the joint and the separate answers stay equal).
+    """
+    num = x.shape[1]
+    padded = x.new_zeros((1, -(-num // CHANNEL_BLOCK) * CHANNEL_BLOCK, *x.shape[2:]))
+    padded = padded.contiguous(memory_format=torch.channels_last)
+    padded[:, :num] = x
+    out = F.interpolate(padded, mode="bilinear", align_corners=False, **size)
+    return out[:, :num]
+
+
+def sigmoid_weighted_sum(acc: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``acc += einsum("qc,qhw->chw", weights, logits.sigmoid())`` as one matrix product; returns ``acc``.
+
+    Parameters
+    ----------
+    acc : torch.Tensor
+        ``(C, h, w)`` float32, contiguous; updated in place.
+    weights : torch.Tensor
+        ``(Q, C)`` float32 (class probabilities of Q queries).
+    logits : torch.Tensor
+        ``(Q, h, w)`` mask logits in any layout; the channels-last one of :func:`upsample_window`
+        (queries innermost) needs no copy besides the sigmoid's output.
+    """
+    num_queries, height, width = logits.shape
+    probs = logits.permute(1, 2, 0).sigmoid()  # (h, w, Q); dense in the input's stride order
+    probs = probs.reshape(height * width, num_queries)
+    acc.view(acc.shape[0], height * width).addmm_(weights.T.to(probs.dtype), probs.T)
+    return acc
 
 
 def _window(span: slice, ratio: Fraction, size: int) -> tuple[int, int]:
