@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from sine_model.modes import SEMANTIC_THRESHOLD  # FSS binarises at > 0.7 (tools/eval_fss.py)
-from sine_model.postprocess.window_upsample import resize_channels_last, sigmoid_weighted_sum, upsample_window
+from sine_model.postprocess.window_upsample import (
+    resize_channels_last,
+    upsample_window_banded,
+    weighted_sigmoid_window,
+)
 from sine_model.preprocess.transforms import Geometry
 
 #: VOS keeps every object (``tools/eval_vos.py`` threshold -1e9).
@@ -87,7 +91,7 @@ def _check_masks(mask_logits: torch.Tensor, name: str) -> None:
 def _to_padded_crop(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Upsample ``(Q, h, w)`` to ``(P, P)`` and crop to ``(Q, h_r, w_r)`` (only the crop is upsampled)."""
     h_r, w_r = geometry.valid_hw
-    return upsample_window(mask_logits, geometry.pad, slice(0, h_r), slice(0, w_r))
+    return upsample_window_banded(mask_logits, geometry.pad, slice(0, h_r), slice(0, w_r))
 
 
 def _resize_to_original(x: torch.Tensor, geometry: Geometry, masks: bool = True) -> torch.Tensor:
@@ -372,8 +376,8 @@ def semantic_inference(
     acc = torch.zeros((1, m, h_r, w_r), dtype=torch.float32, device=device)
     step = max(int(chunk), 1)
     for start in range(0, n_queries, step):
-        masks = _to_padded_crop(ins_mask_logits[start : start + step], geometry)[0]
-        sigmoid_weighted_sum(acc[0], probs[start : start + step], masks)
+        weighted_sigmoid_window(acc[0], probs[start : start + step], ins_mask_logits[start : start + step],
+                                geometry.pad, slice(0, h_r), slice(0, w_r))
     return _resize_to_original(acc, geometry, masks=False)
 
 

@@ -77,7 +77,8 @@ def test_upsampled_masks_and_detections_match_the_old_computation(geometry):
     logits, masks = _case(geometry, 21, 2, seed=7)
     want = _old_upsample(masks, geometry)
     got = upsample_mask_logits(masks, geometry)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    # bands of rows: source coordinates rounded as for any window (test_partial_upsampling.py)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-4 * geometry.pad / 224)
     # detections: the same pairs and (to float rounding) scores; a mask pixel could flip only where a
     # logit is within ~1e-5 of 0
     new = instance_inference(logits, masks, torch.tensor([4, 9]), geometry, score_threshold=0.0)
