@@ -11,7 +11,7 @@ coordinates, ~1e-6).
 The upsampling runs in the channels-last layout (queries innermost): torch's CPU bilinear kernel is
 about 2.5× faster there for a chunk of 16 masks than in the planar layout, with the same interpolation
 (the two kernels differ by float rounding, ~1 ulp), and the query-weighted sums of the semantic answer
-(:func:`sigmoid_weighted_sum`) read that layout as one matrix product (issue 22).
+(:func:`weighted_sigmoid_window`) read that layout as one matrix product (issue 22).
 
 Large windows are upsampled in bands of :data:`BAND_ROWS` output rows (:func:`upsample_bands`): a band
 of 16 masks stays a few MB, so the sigmoid and the sums read it from cache and the memory allocator
@@ -32,7 +32,6 @@ __all__ = [
     "BAND_ROWS",
     "CHANNEL_BLOCK",
     "resize_channels_last",
-    "sigmoid_weighted_sum",
     "upsample_bands",
     "upsample_window",
     "upsample_window_banded",
@@ -65,18 +64,26 @@ def upsample_window(masks: torch.Tensor, pad: int, rows: slice, cols: slice) -> 
     torch.Tensor
         ``(1, Q, rows, cols)`` float32, in the channels-last memory layout (a view of it).
     """
+    out, (dy, dx) = _upsample_window_uncropped(masks, pad, rows, cols)
+    return out[:, : masks.shape[0], dy : dy + rows.stop - rows.start, dx : dx + cols.stop - cols.start]
+
+
+def _upsample_window_uncropped(masks: torch.Tensor, pad: int, rows: slice, cols: slice
+                               ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The upsampling of :func:`upsample_window` before its crop: the contiguous channels-last
+    ``(1, Q', R, C)`` output (Q' ≥ Q: the zero-padded channels of :func:`resize_channels_last`) and the
+    offset of the requested window in it."""
     x = masks.float().unsqueeze(0)
     grid_h, grid_w = x.shape[-2:]
     if grid_h != grid_w:
-        return resize_channels_last(x, size=(pad, pad))[:, :, rows, cols]
+        return _resize_padded(x, size=(pad, pad)), (rows.start, cols.start)
     ratio = Fraction(pad, grid_h)
     (y0, y1), (x0, x1) = _window(rows, ratio, grid_h), _window(cols, ratio, grid_w)
     if (y0, y1, x0, x1) == (0, grid_h, 0, grid_w):  # the whole grid: the plain call
-        return resize_channels_last(x, size=(pad, pad))[:, :, rows, cols]
+        return _resize_padded(x, size=(pad, pad)), (rows.start, cols.start)
     # scale_factor (not size): the window keeps the whole grid's source coordinates
-    out = resize_channels_last(x[..., y0:y1, x0:x1], scale_factor=float(ratio))
-    dy, dx = int(y0 * ratio), int(x0 * ratio)
-    return out[:, :, rows.start - dy : rows.stop - dy, cols.start - dx : cols.stop - dx]
+    out = _resize_padded(x[..., y0:y1, x0:x1], scale_factor=float(ratio))
+    return out, (rows.start - int(y0 * ratio), cols.start - int(x0 * ratio))
 
 
 def resize_channels_last(x: torch.Tensor, **size: object) -> torch.Tensor:
@@ -88,32 +95,20 @@ def resize_channels_last(x: torch.Tensor, **size: object) -> torch.Tensor:
     differently (~1 ulp); with every channel in a whole vector a mask's values do not depend on which
     other masks share its call (the joint and the separate answers stay equal).
     """
+    return _resize_padded(x, **size)[:, : x.shape[1]]
+
+
+def _resize_padded(x: torch.Tensor, **size: object) -> torch.Tensor:
+    """:func:`resize_channels_last` with the padded channels kept (a contiguous channels-last tensor)."""
     num = x.shape[1]
-    padded = x.new_zeros((1, -(-num // CHANNEL_BLOCK) * CHANNEL_BLOCK, *x.shape[2:]))
-    padded = padded.contiguous(memory_format=torch.channels_last)
-    padded[:, :num] = x
-    out = F.interpolate(padded, mode="bilinear", align_corners=False, **size)
-    return out[:, :num]
-
-
-def sigmoid_weighted_sum(acc: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``acc += einsum("qc,qhw->chw", weights, logits.sigmoid())`` as one matrix product; returns ``acc``.
-
-    Parameters
-    ----------
-    acc : torch.Tensor
-        ``(C, h, w)`` float32, contiguous; updated in place.
-    weights : torch.Tensor
-        ``(Q, C)`` float32 (class probabilities of Q queries).
-    logits : torch.Tensor
-        ``(Q, h, w)`` mask logits in any layout; the channels-last one of :func:`upsample_window`
-        (queries innermost) needs no copy besides the sigmoid's output.
-    """
-    num_queries, height, width = logits.shape
-    probs = logits.permute(1, 2, 0).sigmoid()  # (h, w, Q); dense in the input's stride order
-    probs = probs.reshape(height * width, num_queries)
-    acc.view(acc.shape[0], height * width).addmm_(weights.T.to(probs.dtype), probs.T)
-    return acc
+    if num % CHANNEL_BLOCK:
+        padded = torch.empty((1, -(-num // CHANNEL_BLOCK) * CHANNEL_BLOCK, *x.shape[2:]), dtype=x.dtype,
+                             device=x.device, memory_format=torch.channels_last)
+        padded[:, num:] = 0
+        padded[:, :num] = x
+    else:
+        padded = x.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(padded, mode="bilinear", align_corners=False, **size)
 
 
 def upsample_bands(masks: torch.Tensor, pad: int, rows: slice, cols: slice,
@@ -164,16 +159,21 @@ def weighted_sigmoid_window(
     kept = None
     if keep is not None:
         kept = _channels_last_empty(len(keep), rows, cols, masks.device)
-    whole = acc.shape[0] == 1  # one class: a band of the map is a contiguous block of it
-    for offset, band in upsample_bands(masks, pad, rows, cols):
-        height = band.shape[2]
-        if whole:
-            sigmoid_weighted_sum(acc[:, offset : offset + height], weights, band[0])
-        else:
-            acc[:, offset : offset + height] += sigmoid_weighted_sum(
-                acc.new_zeros((acc.shape[0], height, acc.shape[2])), weights, band[0])
+    num, classes, width = masks.shape[0], acc.shape[0], cols.stop - cols.start
+    weights_t = weights.T.float()
+    bands = [(start, min(start + BAND_ROWS, rows.stop)) for start in range(rows.start, rows.stop, BAND_ROWS)]
+    if masks.shape[-2] != masks.shape[-1]:
+        bands = [(rows.start, rows.stop)]
+    for start, stop in bands:
+        # the uncropped band: its sigmoid in place, and the product over its contiguous rows
+        band, (dy, dx) = _upsample_window_uncropped(masks, pad, slice(start, stop), cols)
+        offset, height = start - rows.start, stop - start
         if kept is not None:
-            kept[:, :, offset : offset + height] = band[:, keep]
+            kept[:, :, offset : offset + height] = band[:, keep, dy : dy + height, dx : dx + width]
+        _, channels, band_h, band_w = band.shape
+        probs = band.sigmoid_().permute(0, 2, 3, 1).reshape(band_h * band_w, channels)[:, :num]
+        sums = torch.mm(weights_t, probs.T).view(classes, band_h, band_w)
+        acc[:, offset : offset + height] += sums[:, dy : dy + height, dx : dx + width]
     return kept
 
 

@@ -19,7 +19,7 @@ from sine_model.postprocess.decode import (
 )
 from sine_model.postprocess.joint_decode import instance_semantic_inference
 from sine_model.postprocess.semantic_region import semantic_region_inference
-from sine_model.postprocess.window_upsample import sigmoid_weighted_sum, upsample_window
+from sine_model.postprocess.window_upsample import upsample_window
 from sine_model.preprocess.transforms import Geometry
 
 GEOMETRIES = [
@@ -108,11 +108,11 @@ def test_a_masks_upsampling_does_not_depend_on_the_other_masks_of_the_call(other
     assert torch.equal(shared[:, -1:], alone)
 
 
-def test_sigmoid_weighted_sum_equals_the_einsum_for_either_layout():
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(11, 13, 17, generator=gen) * 3
-    weights = torch.rand(11, 3, generator=gen)
-    want = torch.einsum("qc,qhw->chw", weights, logits.sigmoid())
-    for layout in (logits, logits.permute(1, 2, 0).contiguous().permute(2, 0, 1)):
-        acc = torch.ones(3, 13, 17)
-        torch.testing.assert_close(sigmoid_weighted_sum(acc, weights, layout), want + 1)
+def test_a_non_square_mask_grid_is_upsampled_whole():
+    geometry = Geometry(pad=56, valid_hw=(40, 56), original_hw=(40, 56))
+    gen = torch.Generator().manual_seed(9)
+    logits, masks = torch.randn(7, 3, generator=gen), torch.randn(7, 14, 18, generator=gen) * 4
+    want = _old_semantic(logits, masks, geometry)
+    torch.testing.assert_close(semantic_inference(logits, masks, geometry), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(upsample_mask_logits(masks, geometry), _old_upsample(masks, geometry),
+                               rtol=1e-5, atol=1e-5)
