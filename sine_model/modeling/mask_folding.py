@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["folded_query_masks", "folded_query_masks_resized", "foldable_deconvolution"]
+__all__ = ["folded_query_masks", "folded_query_masks_resized", "foldable_deconvolution", "MASK_QUERY_BLOCK"]
+
+#: Queries per matrix product in :func:`folded_query_masks` without autograd (4 MB of logits at 128²).
+MASK_QUERY_BLOCK = 16
 
 
 def folded_query_masks(embeddings: Tensor, hidden: Tensor, deconv: nn.ConvTranspose2d) -> Tensor:
@@ -41,10 +44,21 @@ def folded_query_masks(embeddings: Tensor, hidden: Tensor, deconv: nn.ConvTransp
     _, channels, height, width = hidden.shape
     taps = _folded_taps(embeddings, deconv)  # (B, Q·4, K + 1): the bias rides on a ones channel
     ones = hidden.new_ones(batch, 1, height * width)
-    logits = torch.bmm(taps, torch.cat([hidden.reshape(batch, channels, height * width), ones], dim=1))
-    # (B, Q, a, c, i, j) → (B, Q, 2i + a, 2j + c): the pixel-shuffle order, as one permuting copy.
-    logits = logits.view(batch, num_queries, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
-    return logits.reshape(batch, num_queries, 2 * height, 2 * width)
+    source = torch.cat([hidden.reshape(batch, channels, height * width), ones], dim=1)
+    if torch.is_grad_enabled():
+        logits = torch.bmm(taps, source)
+        # (B, Q, a, c, i, j) → (B, Q, 2i + a, 2j + c): the pixel-shuffle order, as one permuting copy.
+        logits = logits.view(batch, num_queries, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+        return logits.reshape(batch, num_queries, 2 * height, 2 * width)
+    # Without autograd, blocks of queries straight into the output: no second Q × 4g × 4g tensor
+    # (60 MB at P = 896, faulted in fresh on every call), and each block's copy reads from cache.
+    out = source.new_empty(batch, num_queries, 2 * height, 2 * width)
+    for start in range(0, num_queries, MASK_QUERY_BLOCK):
+        stop = min(start + MASK_QUERY_BLOCK, num_queries)
+        block = torch.bmm(taps[:, 4 * start : 4 * stop], source)
+        out[:, start:stop].view(batch, stop - start, height, 2, width, 2).copy_(
+            block.view(batch, stop - start, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3))
+    return out
 
 
 def folded_query_masks_resized(

@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from sine_model.modes import SEMANTIC_THRESHOLD  # FSS binarises at > 0.7 (tools/eval_fss.py)
-from sine_model.postprocess.window_upsample import upsample_window
+from sine_model.postprocess.window_upsample import (
+    resize_channels_last,
+    upsample_window_banded,
+    weighted_sigmoid_window,
+)
 from sine_model.preprocess.transforms import Geometry
 
 #: VOS keeps every object (``tools/eval_vos.py`` threshold -1e9).
@@ -87,16 +91,21 @@ def _check_masks(mask_logits: torch.Tensor, name: str) -> None:
 def _to_padded_crop(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Upsample ``(Q, h, w)`` to ``(P, P)`` and crop to ``(Q, h_r, w_r)`` (only the crop is upsampled)."""
     h_r, w_r = geometry.valid_hw
-    return upsample_window(mask_logits, geometry.pad, slice(0, h_r), slice(0, w_r))
+    return upsample_window_banded(mask_logits, geometry.pad, slice(0, h_r), slice(0, w_r))
 
 
-def _resize_to_original(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """Bilinearly resize ``(1, C, h_r, w_r)`` to ``(C, H, W)``."""
+def _resize_to_original(x: torch.Tensor, geometry: Geometry, masks: bool = True) -> torch.Tensor:
+    """Bilinearly resize ``(1, C, h_r, w_r)`` to ``(C, H, W)``.
+
+    ``masks``: C query masks, resized in the channels-last layout so that a mask's values do not depend
+    on the other masks of the call (:func:`resize_channels_last`); else (a semantic map) the plain call.
+    """
     if tuple(x.shape[-2:]) == tuple(geometry.original_hw):
         # at scale 1 the valid region is the original size: bilinear at the same size copies exactly
         return x[0]
-    out = F.interpolate(x, size=tuple(geometry.original_hw), mode="bilinear", align_corners=False)
-    return out[0]
+    if masks:
+        return resize_channels_last(x, size=tuple(geometry.original_hw))[0]
+    return F.interpolate(x, size=tuple(geometry.original_hw), mode="bilinear", align_corners=False)[0]
 
 
 def upsample_mask_logits(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
@@ -175,7 +184,9 @@ def _score_chunks(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Te
     grouped = torch.sort(query_idx, stable=True).indices  # pairs by query, given order within a query
     kept_scores, kept_labels, kept_q, kept_masks = [], [], [], []
     for qs, upsampled in chunks:
-        logits = upsampled.flatten(1)
+        # contiguous: the upsampling is channels-last, and sums over a strided view would be ordered by
+        # how many masks share the chunk (the joint and the separate answers must stay equal)
+        logits = upsampled.flatten(1).contiguous()
         binary = logits > 0
         area = binary.sum(1).float()
         inside = torch.where(binary, logits.sigmoid_(), 0.0).sum(1)
@@ -365,9 +376,9 @@ def semantic_inference(
     acc = torch.zeros((1, m, h_r, w_r), dtype=torch.float32, device=device)
     step = max(int(chunk), 1)
     for start in range(0, n_queries, step):
-        masks = _to_padded_crop(ins_mask_logits[start : start + step], geometry)[0]
-        acc[0] += torch.einsum("qc,qhw->chw", probs[start : start + step], masks.sigmoid_())
-    return _resize_to_original(acc, geometry)
+        weighted_sigmoid_window(acc[0], probs[start : start + step], ins_mask_logits[start : start + step],
+                                geometry.pad, slice(0, h_r), slice(0, w_r))
+    return _resize_to_original(acc, geometry, masks=False)
 
 
 def semantic_label_map(

@@ -21,10 +21,10 @@ from sine_model.postprocess.decode import (
     _hopeful,
     _resize_to_original,
     _score_chunks,
-    _to_padded_crop,
     instance_inference,
     semantic_inference,
 )
+from sine_model.postprocess.window_upsample import weighted_sigmoid_window
 from sine_model.preprocess.transforms import Geometry
 
 __all__ = ["instance_semantic_inference"]
@@ -69,14 +69,15 @@ def instance_semantic_inference(
 
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, n_queries, step):
-            crop = _to_padded_crop(ins_mask_logits[start : start + step], geometry)
-            acc[0] += torch.einsum("qc,qhw->chw", soft[start : start + step], crop[0].sigmoid())
             qs = wanted[(wanted >= start) & (wanted < start + step)]
+            kept = weighted_sigmoid_window(acc[0], soft[start : start + step],
+                                           ins_mask_logits[start : start + step], geometry.pad,
+                                           slice(0, h_r), slice(0, w_r), keep=qs - start)
             if qs.numel():
-                yield qs, _resize_to_original(crop[:, qs - start], geometry)
+                yield qs, _resize_to_original(kept, geometry)
 
     stream = chunks()
     detections = _score_chunks(probs, query_idx, labels, stream, geometry, score_threshold)
     for _ in stream:  # the semantic map needs every query, also those after the last wanted one
         pass
-    return detections, _resize_to_original(acc, geometry)
+    return detections, _resize_to_original(acc, geometry, masks=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from sine_model.postprocess.decode import _check_instance, semantic_inference
-from sine_model.postprocess.window_upsample import upsample_window
+from sine_model.postprocess.window_upsample import weighted_sigmoid_window
 from sine_model.preprocess.transforms import Geometry
 
 __all__ = ["semantic_region_inference"]
@@ -53,6 +53,6 @@ def semantic_region_inference(
     window = slice(rows.start, rows.stop), slice(cols.start, cols.stop)
     step = max(int(chunk), 1)
     for start in range(0, ins_logits.shape[0], step):
-        masks = upsample_window(ins_mask_logits[start : start + step], geometry.pad, *window)[0]
-        acc += torch.einsum("qc,qhw->chw", probs[start : start + step], masks.sigmoid_())
+        weighted_sigmoid_window(acc, probs[start : start + step], ins_mask_logits[start : start + step],
+                                geometry.pad, *window)
     return acc

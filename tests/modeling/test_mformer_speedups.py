@@ -151,3 +151,33 @@ def test_additive_mask_gives_the_same_attention_as_the_bool_mask():
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
     got = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(allowed, q.dtype))
     torch.testing.assert_close(got, want)
+
+
+def test_blocked_inference_paths_match_the_old_computation(monkeypatch):
+    """Without autograd the FFNs run over blocks of tokens and the masks over blocks of queries (issue 22):
+    small blocks here so that the tiny case has several, with a last partial one."""
+    import sine_model.modeling.layers as layers
+    import sine_model.modeling.mask_folding as mask_folding
+
+    monkeypatch.setattr(layers, "FFN_ROW_BLOCK", 9)
+    monkeypatch.setattr(mask_folding, "MASK_QUERY_BLOCK", 4)
+    model, features, tokens = _tiny_case(seed=5)
+    with torch.no_grad():
+        new = model(features, tokens, return_aux=False)
+        old, _ = _old_forward(model, features, tokens, return_aux=False)
+    for key in ("pred_id_logits", "pred_ins_logits", "pred_id_masks", "pred_ins_masks"):
+        torch.testing.assert_close(new[key], old[key], atol=1e-5, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_blocked_ffn_equals_the_whole_ffn(monkeypatch, pre_norm):
+    import sine_model.modeling.layers as layers
+
+    torch.manual_seed(6)
+    ffn = layers.FFNLayer(8, 16, pre_norm=pre_norm)
+    x = torch.randn(2, 23, 8)
+    want = ffn(x)  # autograd on: the whole tensor at once
+    monkeypatch.setattr(layers, "FFN_ROW_BLOCK", 5)
+    with torch.no_grad():
+        got = ffn(x)
+    torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-5)

@@ -15,11 +15,13 @@ from sine_model.preprocess.transforms import Geometry
     (Geometry(pad=56, valid_hw=(40, 56), original_hw=(75, 101)), 0.0, 7, 3),  # resized, few pairs
     (Geometry(pad=56, valid_hw=(56, 56), original_hw=(56, 56)), -1.0, 100, 5),  # every pair kept
     (Geometry(pad=56, valid_hw=(56, 56), original_hw=(56, 56)), 0.99, 100, 4),  # none kept
+    (Geometry(pad=448, valid_hw=(300, 448), original_hw=(300, 448)), 0.0, 100, 16),  # 3 bands of rows
+    (Geometry(pad=448, valid_hw=(300, 400), original_hw=(450, 600)), 0.0, 9, 5),  # bands, resized
 ])
 def test_joint_equals_separate(geometry, threshold, topk, chunk):
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(23, 4, generator=gen) * 3
-    masks = torch.randn(23, 16, 16, generator=gen) * 4
+    masks = torch.randn(23, geometry.pad * 2 // 7, geometry.pad * 2 // 7, generator=gen) * 4
     labels = torch.tensor([1, 5, 7])
     joint, probs = instance_semantic_inference(logits, masks, labels, geometry, threshold, topk, chunk)
     alone = instance_inference(logits, masks, labels, geometry, threshold, topk, chunk)

@@ -69,8 +69,10 @@ def test_padded_crop_upsamples_only_the_valid_region(pad, grid, valid):
     geometry = Geometry(pad=pad, valid_hw=valid, original_hw=valid)
     whole = torch.nn.functional.interpolate(masks[None], size=(pad, pad), mode="bilinear",
                                             align_corners=False)
+    # in bands of rows (window_upsample.BAND_ROWS): the float rounding of shifted source coordinates,
+    # as for any window (test below)
     torch.testing.assert_close(_to_padded_crop(masks, geometry), whole[:, :, : valid[0], : valid[1]],
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-5, atol=2e-4 * pad / 224)
 
 
 @pytest.mark.parametrize(("pad", "grid"), [(224, 64), (896, 256), (224, 56), (60, 14), (100, 7)])
