@@ -461,12 +461,14 @@ def test_the_presets_recipe_runs_unless_told_otherwise(capsys, data, made, monke
     monkeypatch.setattr(preparation_module, "recipe_of", lambda propagator: recipe)
     code, _, err = propagate(capsys, data, "--stack-axis", "0")
     assert code == 0, err
-    assert "fitting recipe: calibrate + refine 2 steps" in err
+    assert "fitting recipe: calibrate + refine 2 steps (MLP on image features and the model's maps)" in err
     assert "calibrated on the references" in err and ": 2 steps on" in err and made[-1].refiner is not None
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--no-calibrate", "--no-refine",
                              "--overwrite")
     assert code == 0, err
     assert "fitting recipe: none" in err and made[-1].refiner is None and "calibrated" not in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--no-calibrate", "--refine", "3",
-                             "--overwrite")
-    assert code == 0 and "fitting recipe: refine 3 steps" in err and ": 3 steps on" in err
+                             "--refine-without-model", "--refine-forest", "--overwrite")
+    assert code == 0, err
+    assert "fitting recipe: refine 3 steps (MLP + forest on image features)" in err and ": 3 steps on" in err
+    assert made[-1].refiner.forest is not None and not made[-1].refiner.use_model_maps

@@ -39,8 +39,8 @@ def test_demo_runs_the_recipe_on_the_sample_and_scores_it(offline, tmp_path, cap
     printed = captured.out
     assert f"model {EMBEDDED_PRESET} on cpu" in printed
     # the embedded preset's recipe, whatever the machine's load: budgets are steps
-    assert "fitting recipe: calibrate + refine 400 steps" in captured.err
-    assert "calibrated on the references" in captured.err and ": 400 steps on" in captured.err
+    assert "fitting recipe: refine 400 steps (MLP + forest on image features)" in captured.err
+    assert "refiner (MLP + random forest) fitted" in captured.err and ": 400 steps on" in captured.err
     assert "fitting on the reference took" in printed
     rows = ROW.findall(printed)
     sample = load_sample()
