@@ -91,9 +91,9 @@ class OptionsPanel(QGroupBox):
         self.fitting_line.setWordWrap(True)
         self.fitting_line.setToolTip("what runs on the references before the first proposal; budgets are "
                                      "steps, so the same inputs give the same proposals on any machine. "
-                                     "The embedded model's recipe (calibrate + refine 400 steps) took about "
-                                     "40 s on a 520×696 reference on 2 idle CPU cores, and 10 minutes on a "
-                                     "busy one (docs/quality.md, Default recipe)")
+                                     "The embedded model's recipe (refine 400 steps: MLP + random forest on "
+                                     "image features) took about 19 s on a 520×696 reference on 2 CPU "
+                                     "cores (docs/quality.md, Default recipe)")
         self.calibrate = QCheckBox("calibrate on the references")
         self.calibrate.setToolTip("before propagating, choose the scale (instead of the one above) and how "
                                   "touching objects are split, by predicting each half of a reference from "

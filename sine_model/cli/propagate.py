@@ -38,9 +38,10 @@ examples:
       --targets img1.png img2.png --modes id,semantic --classes 1:1,2:1,3:2 --out results/ --overwrite
   napari-sine propagate ... --no-refine --no-calibrate     # the model alone, no fitting on the references
 
-fitting: the model's preset has a default recipe (for the embedded model: calibrate + refine 400 steps,
-chosen on the evaluation sets, docs/quality.md); --calibrate/--adapt/--refine change it, --no-... turn a
-stage off. Budgets are steps, so the same inputs give the same proposals on any machine.
+fitting: the model's preset has a default recipe (for the embedded model: refine 400 steps, an MLP +
+random forest on image features, chosen on the evaluation sets, docs/quality.md); --calibrate/--adapt/
+--refine change it, --no-... turn a stage off, --refine-with-model/--no-refine-forest change the refiner.
+Budgets are steps, so the same inputs give the same proposals on any machine.
 
 outputs in --out: labels_<mode>.tif (uint32 stack, one page per target, in order), or
 labels_<mode>.zarr for stacks over 2 GiB (or --format zarr), or labels_<mode>/NNNNN.tif when the

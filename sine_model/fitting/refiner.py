@@ -29,8 +29,8 @@ from sine_model.postprocess.border_instances import inner_rim
 from sine_model.postprocess.pixel_refiner import PixelRefiner
 from sine_model.preprocess.transforms import to_rgb_float
 
-__all__ = ["FOREST_DEPTH", "FOREST_TREES", "RefinerFit", "TrainingPixels", "collect_training_pixels", "fit_refiner",
-           "train_forest", "train_refiner"]
+__all__ = ["FOREST_DEPTH", "FOREST_TREES", "RefinerFit", "TrainingPixels", "collect_training_pixels",
+           "fit_refiner", "train_forest", "train_refiner"]
 
 
 @dataclass

@@ -15,6 +15,8 @@ come apart; pieces much larger than the reference objects are cut at their necks
 learned from the reference objects' sizes are dropped (:mod:`~sine_model.postprocess.border_instances`).
 
 The MLP is trained on the references by :func:`sine_model.fitting.refiner.fit_refiner`.
+A random forest trained on the same pixels may be averaged with it (:meth:`PixelRefiner.set_forest`): the
+two err on different pixels, and their mean beat either on the shared evaluation sets (docs/quality.md).
 """
 
 from __future__ import annotations

@@ -287,9 +287,13 @@ def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
     for _ in range(2):
         torch.manual_seed(0)
         propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
-        calls = []
+        calls: list[int] = []
         original = propagator.propagate
-        monkeypatch.setattr(propagator, "propagate", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+        def counted(*args, calls=calls, original=original, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(propagator, "propagate", counted)
         fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
         assert not calls
         fingerprints.append(propagator.refiner.fingerprint())

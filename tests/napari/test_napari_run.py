@@ -227,13 +227,14 @@ def test_run_follows_the_models_recipe_and_shows_it(sample_viewer, qtbot):
                     replace=True)
     widget.options.refresh_models()
     assert widget.options.recipe.isChecked()  # the default
-    assert widget.options.fitting_line.text() == "runs first: calibrate + refine 2 steps (MLP on image features and the model's maps)"
+    described = "calibrate + refine 2 steps (MLP on image features and the model's maps)"
+    assert widget.options.fitting_line.text() == f"runs first: {described}"
     assert widget.options.refine.isChecked() and not widget.options.refine.isEnabled()  # the recipe's
     widget.run()
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
     assert record["parameters"]["refine_steps"] is None and record["parameters"]["calibrate"] is None
-    assert record["fitting"]["recipe"] == "calibrate + refine 2 steps (MLP on image features and the model's maps)"
+    assert record["fitting"]["recipe"] == described
     assert record["refinement"]["steps"] == 2 and record["calibration"] is not None
     widget.options.recipe.setChecked(False)
     widget.options.refine.setChecked(False)

@@ -34,7 +34,8 @@ def test_widget_docks_and_lists_models(make_napari_viewer, tiny_preset):
     assert devices[0] == "auto" and "cpu" in devices
     # the model's recipe is followed by default: the stages show it and are not editable until unticked
     assert widget.options.recipe.isChecked() and not widget.options.adapt.isEnabled()
-    assert widget.options.fitting_line.text() == "runs first: refine 400 steps (MLP + forest on image features)"  # embedded
+    embedded = "runs first: refine 400 steps (MLP + forest on image features)"
+    assert widget.options.fitting_line.text() == embedded
     widget.options.recipe.setChecked(False)
     assert widget.options.adapt.isEnabled() and not widget.options.adapt.isChecked()
     assert not widget.options.adapt_steps.isEnabled()  # until adaptation is ticked
