@@ -178,7 +178,7 @@ def test_calibrate_option_chooses_the_scale_on_the_references(capsys, data, made
 def test_refine_option_fits_the_refiner_on_the_references(capsys, data, made):
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--refine", "2")
     assert code == 0, err
-    assert "refiner fitted on the references" in err and "halves predicted from each other" in err
+    assert "refiner (MLP) fitted on the references" in err and "halves predicted from each other" in err
     refiner = made[-1].refiner
     assert refiner is not None and refiner.class_ids == (1,)
     semantic = tifffile.imread(data / "out" / "labels_semantic.tif")
@@ -448,7 +448,7 @@ def test_adapt_option_fine_tunes_before_propagating(capsys, data, monkeypatch):
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--modes", "semantic", "--adapt", "1",
                              "--refine", "1", "--overwrite")
     assert code == 0, err
-    assert calls[-1] == (1, True) and "refiner fitted on the references" in err
+    assert calls[-1] == (1, True) and "refiner (MLP) fitted on the references" in err
     code, _, err = propagate(capsys, data, "--stack-axis", "0", "--adapt", "-2", "--overwrite")
     assert code == 2 and "--adapt: needs a positive number of steps" in err
 
