@@ -14,11 +14,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from sine_model.engine.feature_cache import content_key
 
-__all__ = ["EngineSettings", "ReferenceState", "capture", "model_fingerprint", "restore"]
+__all__ = ["EngineSettings", "ReferenceState", "capture", "model_fingerprint", "refiner_fingerprint",
+           "restore"]
 
 _PRECISIONS = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 #: Propagator attributes derived from the references (set_references, calibration, refiner fitting).
@@ -69,6 +71,17 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     """A digest of the start of every parameter and buffer (catches adapted or swapped weights)."""
     tensors = [t.detach().float().flatten()[:4096].cpu() for t in model.state_dict().values() if t.numel()]
     return content_key(torch.cat(tensors)) if tensors else "parameter-free"
+
+
+def refiner_fingerprint(refiner: Any) -> str:
+    """:func:`model_fingerprint` of a fitted refiner's MLP and, when it has one, a digest of its random
+    forest's split thresholds and leaf values (``PixelRefiner.set_forest``)."""
+    mlp = model_fingerprint(refiner)
+    forest = getattr(refiner, "forest", None)
+    if forest is None:
+        return mlp
+    trees = [np.concatenate([tree.tree_.threshold, tree.tree_.value.ravel()]) for tree in forest.estimators_]
+    return f"{mlp}+forest:{content_key(np.concatenate(trees))}"
 
 
 def _to(value: Any, device: torch.device) -> Any:

@@ -198,20 +198,6 @@ class PixelRefiner(nn.Module):
         forest[:, torch.as_tensor(self.forest.classes_, dtype=torch.long)] = torch.from_numpy(known).to(probs)
         return (probs + forest) / 2
 
-    def fingerprint(self) -> str:
-        """A digest of the MLP's parameters and buffers and, when set, the forest's split thresholds and
-        leaf values (a run manifest's record of the fitted refiner)."""
-        from sine_model.engine.reference_state import model_fingerprint
-
-        mlp = model_fingerprint(self)
-        if self.forest is None:
-            return mlp
-        from sine_model.engine.feature_cache import content_key
-
-        trees = [np.concatenate([tree.tree_.threshold, tree.tree_.value.ravel()])
-                 for tree in self.forest.estimators_]
-        return f"{mlp}+forest:{content_key(np.concatenate(trees))}"
-
     def refine(self, rgb: np.ndarray, coarse: np.ndarray) -> RefinedMaps:
         """The refined class maps of one image (see :class:`RefinedMaps`), inputs as for :meth:`strips`."""
         height, width = rgb.shape[:2]

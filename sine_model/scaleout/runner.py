@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sine_model.engine.reference_state import ReferenceState, capture, model_fingerprint
+from sine_model.engine.reference_state import ReferenceState, capture, model_fingerprint, refiner_fingerprint
 from sine_model.engine.resume import RunLedger, as_target_source, plane_shape, propagate_pending
 from sine_model.errors import PropagationError
 from sine_model.io.target_records import checksum
@@ -106,7 +106,7 @@ def run_identity(state: ReferenceState, source: Any, modes: Sequence[str], model
             "calibrated_steps": _rounded(derived["_calibrated_steps"]),
             "projection": _rounded(derived["_projection"]),
             "min_area": _rounded(derived["_min_area"]),
-            "refiner": None if refiner is None else refiner.fingerprint(),
+            "refiner": None if refiner is None else refiner_fingerprint(refiner),
         },
         "engine": state.settings.as_dict(),
         "options": dict(extra or {}),

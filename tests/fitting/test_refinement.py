@@ -9,6 +9,7 @@ from conftest import build_tiny
 
 from sine_model.engine.inputs import PropagationError
 from sine_model.engine.propagator import Propagator
+from sine_model.engine.reference_state import refiner_fingerprint
 from sine_model.fitting import refiner as refinement
 from sine_model.fitting.folds import reference_folds
 from sine_model.fitting.refiner import fit_refiner
@@ -296,9 +297,9 @@ def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
         monkeypatch.setattr(propagator, "propagate", counted)
         fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
         assert not calls
-        fingerprints.append(propagator.refiner.fingerprint())
+        fingerprints.append(refiner_fingerprint(propagator.refiner))
         answers.append(next(original([target[0]], modes=("instance",))).labels["instance"])
     assert fingerprints[0] == fingerprints[1] and "+forest:" in fingerprints[0]
     assert np.array_equal(*answers)
     mlp_only = PixelRefiner([1], use_model_maps=False)
-    assert "+forest:" not in mlp_only.fingerprint()
+    assert "+forest:" not in refiner_fingerprint(mlp_only)
