@@ -297,16 +297,20 @@ class OptionsPanel(QGroupBox):
 
     def fitting_text(self) -> str:
         """What runs on the references before the first proposal, in words."""
+        from sine_model.hub.preset_specs import FittingRecipe
+
         calibrate, adapt, refine = self.fitting_choice()
+        recipe = self.model_recipe()
         if calibrate is None:
-            recipe = self.model_recipe()
             if recipe is None:
                 return "the model's recipe (shown once the model list is read)"
-            calibrate, adapt, refine = recipe.calibrate, recipe.adapt_steps, recipe.refine_steps
-        parts = ["calibrate"] if calibrate else []
-        parts += [f"adapt {adapt} steps"] if adapt else []
-        parts += [f"refine {refine} steps"] if refine else []
-        return ("runs first: " + " + ".join(parts)) if parts else "no fitting: the model alone"
+            chosen = recipe
+        else:  # the ticked stages, with the model's kind of refiner (what ReferencePreparation runs)
+            base = recipe or FittingRecipe()
+            chosen = FittingRecipe(calibrate=calibrate, adapt_steps=adapt or 0, refine_steps=refine or 0,
+                                   refiner_maps=base.refiner_maps, refiner_forest=base.refiner_forest)
+        described = chosen.describe()
+        return "no fitting: the model alone" if described == "none" else f"runs first: {described}"
 
     def _show_fitting(self) -> None:
         """Mirror the recipe in the stage controls while it is followed, and say what will run."""

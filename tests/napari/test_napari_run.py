@@ -205,7 +205,8 @@ def test_refined_run_records_the_refiner_and_the_next_run_drops_it(sample_viewer
     widget.run()
     wait_for_run(qtbot, widget)
     record = viewer.layers["targets [SINE instance]"].metadata[SINE_KEY]
-    assert record["parameters"]["refine_steps"] == 2 and record["fitting"]["recipe"] == "refine 2 steps"
+    assert record["parameters"]["refine_steps"] == 2 and record["fitting"]["recipe"] == \
+        "refine 2 steps (MLP on image features and the model's maps)"
     fitted = record["refinement"]
     assert fitted["steps"] == 2 and fitted["pixels"] > 0 and fitted["held_out"] is True
     propagator = widget.runner.holder.propagator
