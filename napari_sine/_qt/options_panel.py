@@ -12,6 +12,7 @@ is read).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from napari.qt.threading import create_worker
@@ -297,19 +298,19 @@ class OptionsPanel(QGroupBox):
 
     def fitting_text(self) -> str:
         """What runs on the references before the first proposal, in words."""
-        from sine_model.hub.preset_specs import FittingRecipe
-
         calibrate, adapt, refine = self.fitting_choice()
         recipe = self.model_recipe()
-        if calibrate is None:
-            if recipe is None:
+        if recipe is None:
+            if calibrate is None:
                 return "the model's recipe (shown once the model list is read)"
-            chosen = recipe
-        else:  # the ticked stages, with the model's kind of refiner (what ReferencePreparation runs)
-            base = recipe or FittingRecipe()
-            chosen = FittingRecipe(calibrate=calibrate, adapt_steps=adapt or 0, refine_steps=refine or 0,
-                                   refiner_maps=base.refiner_maps, refiner_forest=base.refiner_forest)
-        described = chosen.describe()
+            parts = ["calibrate"] if calibrate else []
+            parts += [f"adapt {adapt} steps"] if adapt else []
+            parts += [f"refine {refine} steps"] if refine else []
+            described = " + ".join(parts) or "none"
+        else:  # the recipe, or the ticked stages with the model's kind of refiner (what runs)
+            chosen = recipe if calibrate is None else \
+                replace(recipe, calibrate=calibrate, adapt_steps=adapt or 0, refine_steps=refine or 0)
+            described = chosen.describe()
         return "no fitting: the model alone" if described == "none" else f"runs first: {described}"
 
     def _show_fitting(self) -> None:
