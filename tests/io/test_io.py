@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -93,6 +95,10 @@ def test_big_compressed_tiff_is_a_zarr_view(tmp_path, monkeypatch):
     view = io.open_image(tmp_path / "packed.tif")
     assert not isinstance(view, np.ndarray) and view.shape == data.shape
     np.testing.assert_array_equal(np.asarray(view[1]), data[1])
+    # close the TIFF the view reads from now: left to the garbage collector, its ResourceWarning surfaced
+    # in whichever later test happened to collect it
+    view.store.close()
+    gc.collect()
 
 
 @pytest.mark.parametrize(
