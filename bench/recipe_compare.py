@@ -71,6 +71,19 @@ def run(method: str, out: Path, max_refs: int, max_targets: int, sets: Sequence[
         out.write_text(json.dumps(records, indent=1, default=str))
 
 
+def f1_cell(rows: Sequence[dict]) -> tuple[str, float | None]:
+    """One set's table cell from its pair records: mean F1 (lowest–highest mean of one reference's
+    targets, pairs), and the mean (None and "—" without records)."""
+    if not rows:
+        return "—", None
+    per_ref: dict[str, list[float]] = {}
+    for r in rows:
+        per_ref.setdefault(r["reference"], []).append(r["f1"])
+    ref_means = [float(np.mean(v)) for v in per_ref.values()]
+    mean = float(np.mean([r["f1"] for r in rows]))
+    return f"{mean:.3f} ({min(ref_means):.2f}–{max(ref_means):.2f}, {len(rows)})", mean
+
+
 def table(paths: Sequence[Path]) -> str:
     """Markdown rows: F1 per set (spread over references, pairs), mean, fit seconds, seconds per target."""
     runs: dict[str, list[dict]] = {}
@@ -87,17 +100,9 @@ def table(paths: Sequence[Path]) -> str:
         method = records[0]["method"] if records else "?"
         cells, means = [], []
         for dataset in SETS:
-            rows = [r for r in records if r["dataset"] == dataset]
-            if not rows:
-                cells.append("—")
-                continue
-            per_ref: dict[str, list[float]] = {}
-            for r in rows:
-                per_ref.setdefault(r["reference"], []).append(r["f1"])
-            ref_means = [float(np.mean(v)) for v in per_ref.values()]
-            mean = float(np.mean([r["f1"] for r in rows]))
-            means.append(mean)
-            cells.append(f"{mean:.3f} ({min(ref_means):.2f}–{max(ref_means):.2f}, {len(rows)})")
+            cell, mean = f1_cell([r for r in records if r["dataset"] == dataset])
+            cells.append(cell)
+            means += [] if mean is None else [mean]
         fits = sorted({(r["reference"], r["fit_s"]) for r in records})
         fit_s = [f for _, f in fits]
         per_target = [r["predict_s"] for r in records]

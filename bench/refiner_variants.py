@@ -10,7 +10,8 @@ each target's features once, and then fits and scores several classifiers on the
     the library's MLP (:func:`~sine_model.fitting.refiner.train_refiner`, 400 steps), with and without the
     model's maps — exactly what ``refine`` and ``refiner-without-model`` of ``bench/recipe_compare.py`` run;
 ``forest`` / ``forest-nomaps``
-    a random forest (32 trees, depth 16, the forest baseline's) on the same features;
+    the library's random forest (:func:`~sine_model.fitting.refiner.train_forest`: 32 trees, depth 16,
+    the forest baseline's size) on the same features;
 ``A+B``
     the mean of the members' probabilities.
 
@@ -37,13 +38,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluate  # noqa: E402
 from model_runner import make_model  # noqa: E402
-from recipe_compare import SETS, interleaved_plan  # noqa: E402
+from recipe_compare import SETS, f1_cell, interleaved_plan  # noqa: E402
 
 from sine_model.fitting.refiner import (  # noqa: E402
     TrainingPixels,
-    _class_quotas,
     _in_order,
     collect_training_pixels,
+    train_forest,
     train_refiner,
 )
 from sine_model.metrics import foreground_iou, match_instances  # noqa: E402
@@ -87,17 +88,11 @@ def mlp_member(pixels: TrainingPixels, state: torch.Tensor, with_maps: bool, ste
 
 
 def forest_member(pixels: TrainingPixels, with_maps: bool, n_pixels: int = 20000) -> Member:
-    """A random forest (the baseline's size) on the refiner's training pixels, per-class quotas."""
-    from sklearn.ensemble import RandomForestClassifier
-
+    """The library's random forest (:func:`train_forest`) on the refiner's training pixels."""
     n_maps = len(pixels.refiner.class_ids)
     x = pixels.features if with_maps else pixels.features[:, :-n_maps]
-    y = pixels.targets.numpy()
-    rng = np.random.default_rng(SEED)
-    picks = np.concatenate([rng.choice(np.flatnonzero(y == k), size=n, replace=True)
-                            for k, n in _class_quotas(pixels.counts, n_pixels).items()])
-    forest = RandomForestClassifier(n_estimators=32, max_depth=16, n_jobs=1, random_state=SEED)
-    forest.fit(x.numpy()[picks], y[picks])
+    forest = train_forest(TrainingPixels(pixels.refiner, x, pixels.targets, pixels.counts, pixels.held_out),
+                          n_pixels=n_pixels, seed=SEED)
     n_out = pixels.refiner.num_outputs
 
     def predict(features: torch.Tensor) -> np.ndarray:
@@ -221,16 +216,11 @@ def table(paths: Sequence[Path], round_: int | None = None, against: str | None 
         cells, means, ious = [], [], []
         for dataset in SETS:
             chosen = [rows[k] for k in sorted(common) if rows[k]["dataset"] == dataset]
-            if not chosen:
-                cells.append("—")
-                continue
-            per_ref: dict[str, list[float]] = {}
-            for r in chosen:
-                per_ref.setdefault(r["reference"], []).append(r["f1"])
-            ref_means = [float(np.mean(v)) for v in per_ref.values()]
-            means.append(float(np.mean([r["f1"] for r in chosen])))
-            ious.append(float(np.mean([r["semantic_iou"] for r in chosen])))
-            cells.append(f"{means[-1]:.3f} ({min(ref_means):.2f}–{max(ref_means):.2f}, {len(chosen)})")
+            cell, mean = f1_cell(chosen)
+            cells.append(cell)
+            if mean is not None:
+                means.append(mean)
+                ious.append(float(np.mean([r["semantic_iou"] for r in chosen])))
         line = f"| {variant} | " + " | ".join(cells) + f" | **{np.mean(means):.3f}** | {np.mean(ious):.3f} |"
         if against:
             other = by_variant[against]
