@@ -51,6 +51,10 @@ STAGES = {
     "M-Former": ("modeling/mformer.py", "forward", "MFormer"),
     "post-processing": ("engine/stitching.py", "from_raw", "TileOutput"),
     "stitching": ("engine/stitching.py", "assemble_target", ""),
+    "refiner": ("postprocess/pixel_refiner.py", "refine", "PixelRefiner"),
+    "refiner features": ("postprocess/pixel_refiner.py", "strips", "PixelRefiner"),
+    "refiner forest": ("sklearn/ensemble/_forest.py", "predict_proba", "ForestClassifier"),
+    "refiner instances": ("postprocess/border_instances.py", "instances", "RefinedMaps"),
 }
 
 
@@ -106,10 +110,25 @@ def build(options: dict):
     return Propagator(from_pretrained(MODEL), device="cpu", **options)
 
 
+RECIPE = False
+
+
+def prepared(options: dict, ref, ref_labels):
+    """A propagator set to the reference; with ``--recipe`` also prepared by the preset's fitting recipe
+    (calibration, refiner: what the CLI, the demo and the widget run), not timed."""
+    prop = build(options)
+    if RECIPE:
+        from sine_model.fitting.preparation import ReferencePreparation
+
+        ReferencePreparation(prop, [(ref, ref_labels)]).run()
+    else:
+        prop.set_references([(ref, ref_labels)])
+    return prop
+
+
 def timed_run(options: dict, ref, ref_labels, targets, modes) -> tuple[dict, list]:
     """Total CPU and wall seconds of one propagation, per-target intervals, and the results."""
-    prop = build(options)
-    prop.set_references([(ref, ref_labels)])
+    prop = prepared(options, ref, ref_labels)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     marks, results = [], []
     for result in prop.propagate(np.stack(targets), modes=modes, stack_axis=0):
@@ -125,8 +144,7 @@ def timed_run(options: dict, ref, ref_labels, targets, modes) -> tuple[dict, lis
 
 def profiled_run(options: dict, ref, ref_labels, targets, modes, top: int = 0) -> dict[str, float]:
     """CPU seconds per stage (cumulative, cProfile with a process-time timer) of one propagation."""
-    prop = build(options)
-    prop.set_references([(ref, ref_labels)])
+    prop = prepared(options, ref, ref_labels)
     profiler = cProfile.Profile(time.process_time)
     start = time.process_time()
     profiler.enable()
@@ -191,6 +209,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=0, help="print the N functions with most own time")
     parser.add_argument("--compete", action="store_true", help="run a busy-loop process beside it")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
+    parser.add_argument("--recipe", action="store_true",
+                        help="prepare each propagator with the preset's fitting recipe first (the refiner: "
+                             "what users run; fitting is not timed)")
     args = parser.parse_args()
 
     import torch
@@ -204,8 +225,8 @@ def main() -> int:
             pass
         else:
             torch.set_num_threads(choose_num_threads())
-    global MODEL
-    MODEL = args.model
+    global MODEL, RECIPE
+    MODEL, RECIPE = args.model, args.recipe
     options = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     modes = tuple(args.modes)
     rival = subprocess.Popen([sys.executable, "-c", "while 1: pass"]) if args.compete else None
@@ -223,12 +244,13 @@ def main() -> int:
             rival.wait()
     n = len(targets)
     report = dict(threads=torch.get_num_threads(), targets=n, modes=list(modes), options=options,
-                  compete=args.compete, load_1min=[round(load0, 2), round(load1, 2), round(load2, 2)],
+                  compete=args.compete, recipe=args.recipe, load_1min=[round(load0, 2), round(load1, 2), round(load2, 2)],
                   cpu_s_per_target=timing["cpu_total"] / n, wall_s_per_target=timing["wall_total"] / n,
                   cpu_median_2n=timing["cpu_median_2n"], wall_median_2n=timing["wall_median_2n"],
                   **quality(results, truths))
     print(f"model {args.model}, threads {report['threads']}, {n} targets of "
           f"{args.crop or 'whole'}{'²' if args.crop else ''}, modes {' '.join(modes)}, options {options}"
+          f"{', fitted by the preset recipe' if args.recipe else ''}"
           f"{', with a competing busy loop' if args.compete else ''}")
     print(f"load (1 min) before/after timing: {load0:.2f} / {load1:.2f}")
     print(f"per target: {report['cpu_s_per_target']:.3f} s CPU, {report['wall_s_per_target']:.3f} s wall "

@@ -52,6 +52,18 @@ class AdjustableSettings:
                                    f"have {self.semantic_classes()}: fit it on these references")
         self.refiner = refiner
 
+    def _model_pass_needed(self, model_modes: tuple[str, ...], keep_maps: bool = False,
+                           memory: bool = False) -> bool:
+        """Whether a target's answers in ``model_modes`` (:meth:`_model_modes`) read the model's outputs.
+
+        A refiner that reads no model maps decides the instance and semantic answers from the image
+        alone (and matching makes the ID answer from those instances), so the model pass would be thrown
+        away: it is skipped unless its maps are kept or the time-lapse memory needs its predictions.
+        """
+        if keep_maps or memory or self.refiner is None or self.refiner.use_model_maps:
+            return True
+        return any(mode not in ("instance", "semantic") for mode in model_modes)
+
     def training_image(self, image: Any) -> Any:
         """``image`` as the model sees it, for adaptation: the reference projection (uint8 grey) if on."""
         if self._projection is None:

@@ -306,6 +306,8 @@ class Propagator(AdjustableSettings, IdAnswers):
                  timeline: TimelapseMemory | None, extent: int, depth: int = 0,
                  keep_maps: bool = False) -> Iterator[TargetResult]:
         jobs = [(n, tile) for n, (_, _, tiles) in enumerate(pending) for tile in tiles]
+        if not self._model_pass_needed(self._model_modes(modes), keep_maps, timeline is not None):
+            jobs = []  # the refiner answers from the image alone: nothing of a model pass would be read
         geometries = [self._geometry(tile) for _, tile in jobs]
         tensors = [rgb_to_model_input(self._projected(pending[n][1][tile.slices]), g.valid_hw, self.pad)
                    for (n, tile), g in zip(jobs, geometries, strict=True)]

@@ -224,11 +224,12 @@ def assemble_target(index: int, rgb: np.ndarray, tiles: list[TileOutput], modes:
     scores: list[ObjectScore] = []
     sources = id_sources or {}
     from_map = instance_source == "semantic" or refiner is not None
+    reads_maps = refiner is None or refiner.use_model_maps  # a refiner on the image alone does not
     semantic_maps = refined = None
-    if "semantic" in modes or (from_map and "instance" in modes) or keep_maps:
+    if keep_maps or (reads_maps and ("semantic" in modes or (from_map and "instance" in modes))):
         semantic_maps = stitch_semantic_maps(shape, tiles, sem_labels, thresholds["semantic"])
-        if refiner is not None and ("semantic" in modes or "instance" in modes):
-            refined = refiner.refine(rgb, semantic_maps[0])
+    if refiner is not None and ("semantic" in modes or "instance" in modes):
+        refined = refiner.refine(rgb, semantic_maps[0] if reads_maps else None)
     for mode in modes:
         threshold = thresholds[mode]
         if mode == "id":

@@ -303,3 +303,59 @@ def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
     assert np.array_equal(*answers)
     mlp_only = PixelRefiner([1], use_model_maps=False)
     assert "+forest:" not in refiner_fingerprint(mlp_only)
+
+
+def test_chunked_and_threaded_probabilities_equal_one_call(monkeypatch):
+    # the MLP runs on chunks of pixels and the forest on blocks in threads: the same values as one call
+    from sklearn.ensemble import RandomForestClassifier
+
+    torch.manual_seed(0)
+    refiner = PixelRefiner([1, 2], use_model_maps=False)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(size=(refiner.num_inputs, 1000)).astype(np.float32)).T  # strided
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(x.numpy(), rng.integers(0, 4, 1000))
+    refiner.set_forest(forest)
+    with torch.no_grad():
+        mlp = refiner(x.contiguous()).softmax(-1)
+        expected = (mlp + torch.from_numpy(forest.predict_proba(x.numpy())).float()) / 2
+        threads = torch.get_num_threads()
+        monkeypatch.setattr(pixel_refiner, "MLP_CHUNK", 37)
+        monkeypatch.setattr(pixel_refiner, "FOREST_MIN_BLOCK", 100)
+        try:
+            torch.set_num_threads(3)
+            assert torch.equal(refiner.probabilities(x), expected)
+        finally:
+            torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("id_source", "modes", "model_calls"), [
+    ("matching", ("id", "instance", "semantic"), False),
+    ("queries", ("instance", "semantic"), False),
+    ("queries", ("id", "semantic"), True),  # the model's ID queries answer
+])
+def test_a_refiner_on_the_image_alone_skips_the_model_pass(monkeypatch, id_source, modes, model_calls):
+    # nothing of the model's outputs would be read: no tile is encoded or decoded, and the proposals are
+    # those of a run that makes the model pass (keeping its maps forces one)
+    torch.manual_seed(0)
+    propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic",
+                            id_source=id_source)
+    reference, target = disk_scene(0), disk_scene(1)
+    fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False)
+    calls: list[int] = []
+    original = propagator.model.decode
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(propagator.model, "decode", counted)
+    skipped = next(propagator.propagate([target[0]], modes=modes))
+    assert bool(calls) is model_calls
+    calls.clear()
+    full = next(propagator.propagate([target[0]], modes=modes, keep_maps=True))
+    assert calls and full.semantic_maps is not None and skipped.semantic_maps is None
+    for mode in modes:
+        assert np.array_equal(skipped.labels[mode], full.labels[mode])
+    assert [(s.mode, s.label, s.score) for s in skipped.scores] == [(s.mode, s.label, s.score)
+                                                                    for s in full.scores]
+    with pytest.raises(ValueError, match="reads the model's class maps"):
+        next(PixelRefiner([1]).strips(np.zeros((8, 8, 3), np.float32), None))
