@@ -244,7 +244,8 @@ def main() -> int:
             rival.wait()
     n = len(targets)
     report = dict(threads=torch.get_num_threads(), targets=n, modes=list(modes), options=options,
-                  compete=args.compete, recipe=args.recipe, load_1min=[round(load0, 2), round(load1, 2), round(load2, 2)],
+                  compete=args.compete, recipe=args.recipe,
+                  load_1min=[round(load0, 2), round(load1, 2), round(load2, 2)],
                   cpu_s_per_target=timing["cpu_total"] / n, wall_s_per_target=timing["wall_total"] / n,
                   cpu_median_2n=timing["cpu_median_2n"], wall_median_2n=timing["wall_median_2n"],
                   **quality(results, truths))
