@@ -10,9 +10,15 @@ sample's reference, targets = 512² crops of the three sample targets at several
    time, plus the median of the per-target intervals of targets 2..N (meaningful when targets are not
    batched);
 3. a cProfile run (timer: process CPU time) of the same targets, reported per stage and per target:
-   encoder (filter bank included), filter bank, encode + neck (the cached encoder call: encoder, cache
-   and neck), M-Former, post-processing (per tile: ID masks, semantic maps), stitching (tiles → label
-   maps, instances from the class map), and the whole run.
+   encoder (filter bank included), filter bank (the model's and the refiner's), encode + neck (the
+   cached encoder call: encoder, cache and neck), M-Former, post-processing (per tile: ID masks,
+   semantic maps), stitching (tiles → label maps, instances from the class map, the refiner), the
+   refiner's stages (features, MLP + forest, the forest alone, instances), ID by matching, and the
+   whole run.
+
+``--recipe`` prepares each propagator with the preset's fitting recipe first (for sine-embedded the
+refiner: an MLP and a random forest on image features), as the CLI, the demo and the widget do; the
+fitting itself is not timed. Without it the model's own answers are timed.
 
 The 1-minute load average (``os.getloadavg``) is printed before and after every number: this machine is
 shared, so compare numbers taken under similar load, and prefer ``--threads 1`` (CPU time then ≈ work).
@@ -26,6 +32,7 @@ Usage::
     python bench/profile_embedded.py --threads 1
     python bench/profile_embedded.py --threads 2 --targets 10 --compete
     python bench/profile_embedded.py --threads 1 --set pad=448   # any Propagator keyword, as key=value
+    python bench/profile_embedded.py --threads 2 --recipe --no-profile   # what users run
 """
 
 from __future__ import annotations
@@ -53,8 +60,10 @@ STAGES = {
     "stitching": ("engine/stitching.py", "assemble_target", ""),
     "refiner": ("postprocess/pixel_refiner.py", "refine", "PixelRefiner"),
     "refiner features": ("postprocess/pixel_refiner.py", "strips", "PixelRefiner"),
-    "refiner forest": ("sklearn/ensemble/_forest.py", "predict_proba", "ForestClassifier"),
+    "refiner MLP + forest": ("postprocess/pixel_refiner.py", "probabilities", "PixelRefiner"),
+    "refiner forest": ("postprocess/pixel_refiner.py", "_forest_probabilities", ""),
     "refiner instances": ("postprocess/border_instances.py", "instances", "RefinedMaps"),
+    "ID by matching": ("engine/id_answers.py", "_ids_by_matching", "IdAnswers"),
 }
 
 
