@@ -197,9 +197,11 @@ class PixelRefiner(nn.Module):
         """
         self.forest = forest
 
+    @torch.no_grad()
     def probabilities(self, features: Tensor) -> Tensor:
         """``(N, num_inputs)`` features → ``(N, num_outputs)`` probabilities: the MLP's softmax, averaged
-        with the forest's where one is set (:meth:`set_forest`)."""
+        with the forest's where one is set (:meth:`set_forest`). An inference call (no gradient; training
+        calls the MLP itself)."""
         probs = features.new_empty(len(features), self.num_outputs)
         for start in range(0, len(features), MLP_CHUNK):  # (no copy of a chunk: linear reads the strided
             rows = slice(start, start + MLP_CHUNK)       # view of the filter bank's layout as it is)
