@@ -190,18 +190,23 @@ FOREST_DEPTH = 16
 
 
 def train_forest(pixels: TrainingPixels, *, n_pixels: int = 20000, seed: int = 0) -> Any:
-    """A random forest (:data:`FOREST_TREES` trees of depth :data:`FOREST_DEPTH`, one thread: the same
-    trees on any machine) on ``n_pixels`` of the training pixels, drawn (with replacement, seeded) in the
-    per-class quotas of the MLP's steps."""
+    """A random forest (:data:`FOREST_TREES` trees of depth :data:`FOREST_DEPTH`) on ``n_pixels`` of the
+    training pixels, drawn (with replacement, seeded) in the per-class quotas of the MLP's steps.
+
+    The trees are built in torch's intra-op thread count (the engine's choice): each tree's seed is drawn
+    from ``seed`` before any is built, so the same trees come out for any number of threads. The fitted
+    forest predicts in one thread of its own (:class:`PixelRefiner` splits its pixels among threads).
+    """
     from sklearn.ensemble import RandomForestClassifier
 
     y = pixels.targets.numpy()
     rng = np.random.default_rng(seed)
     picks = np.concatenate([rng.choice(np.flatnonzero(y == k), size=n, replace=True)
                             for k, n in _class_quotas(pixels.counts, n_pixels).items()])
-    forest = RandomForestClassifier(n_estimators=FOREST_TREES, max_depth=FOREST_DEPTH, n_jobs=1,
-                                    random_state=seed)
-    return forest.fit(pixels.features.numpy()[picks], y[picks])
+    forest = RandomForestClassifier(n_estimators=FOREST_TREES, max_depth=FOREST_DEPTH,
+                                    n_jobs=torch.get_num_threads(), random_state=seed)
+    forest.fit(pixels.features.numpy()[picks], y[picks])
+    return forest.set_params(n_jobs=1)
 
 
 @dataclass

@@ -282,10 +282,12 @@ def test_the_forest_is_averaged_with_the_mlp_and_missing_classes_get_zero():
 
 def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
     # without the model's maps the references' halves are never propagated (no model work), and two fits
-    # of the same inputs give the same MLP and forest (seeded, one-thread forest)
+    # of the same inputs give the same MLP and forest (seeded), whatever the number of threads
     reference, target = disk_scene(0), disk_scene(1)
     fingerprints, answers = [], []
-    for _ in range(2):
+    threads = torch.get_num_threads()
+    for count in (1, 3):
+        torch.set_num_threads(count)
         torch.manual_seed(0)
         propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
         calls: list[int] = []
@@ -295,8 +297,11 @@ def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
             calls.append(1)
             return original(*args, **kwargs)
         monkeypatch.setattr(propagator, "propagate", counted)
-        fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
-        assert not calls
+        try:
+            fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
+        finally:
+            torch.set_num_threads(threads)
+        assert not calls and propagator.refiner.forest.n_jobs == 1
         fingerprints.append(refiner_fingerprint(propagator.refiner))
         answers.append(next(original([target[0]], modes=("instance",))).labels["instance"])
     assert fingerprints[0] == fingerprints[1] and "+forest:" in fingerprints[0]
