@@ -20,7 +20,7 @@ if [ "$dry" = 0 ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, installed or not
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-if ! "$python" -c "import sine_model, scipy, skimage, safetensors, imageio, tifffile" 2>/dev/null; then
+if ! "$python" -c "import sine_model, scipy, skimage, sklearn, safetensors, imageio, tifffile" 2>/dev/null; then
     echo "sine_model or its dependencies cannot be imported with $python: pip install -e . first" >&2
     exit 2
 fi
