@@ -271,7 +271,7 @@ def collect_training_pixels(
                 result = next(propagator.propagate([image], modes=("semantic",), keep_maps=True))
                 coarse = _in_order(result.semantic_maps, propagator.semantic_classes(), class_ids)
             else:  # the refiner reads image features only: no need for the model's answer
-                coarse = np.zeros((len(class_ids), *np.shape(labels)), np.float32)
+                coarse = None
             rgb = to_rgb_float(np.asarray(image), channel_axis=propagator.channel_axis)  # not the projection
             target = torch.from_numpy(_targets(np.asarray(labels), class_of, class_ids))
             share = max_pixels / labels.size  # large references: keep a class-balanced sample of each strip
