@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 CROP = 512
-#: Stage name → (file name suffix, function name) whose cumulative time is the stage's.
+#: Stage name → (file name suffix, function name, its class or "") whose cumulative time is the stage's.
 STAGES = {
     "encoder": ("modeling/embedded.py", "forward", "FilterBankEncoder"),
     "filter bank": ("modeling/filter_bank.py", "forward", "FilterBank"),

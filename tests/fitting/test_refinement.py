@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny
+from conftest import build_tiny, torch_threads
 
 from sine_model.engine.inputs import PropagationError
 from sine_model.engine.propagator import Propagator
@@ -282,12 +282,10 @@ def test_the_forest_is_averaged_with_the_mlp_and_missing_classes_get_zero():
 
 def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
     # without the model's maps the references' halves are never propagated (no model work), and two fits
-    # of the same inputs give the same MLP and forest (seeded), whatever the number of threads
+    # of the same inputs give the same MLP and forest (seeded)
     reference, target = disk_scene(0), disk_scene(1)
     fingerprints, answers = [], []
-    threads = torch.get_num_threads()
-    for count in (1, 3):
-        torch.set_num_threads(count)
+    for _ in range(2):
         torch.manual_seed(0)
         propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
         calls: list[int] = []
@@ -297,10 +295,7 @@ def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
             calls.append(1)
             return original(*args, **kwargs)
         monkeypatch.setattr(propagator, "propagate", counted)
-        try:
-            fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
-        finally:
-            torch.set_num_threads(threads)
+        fit_refiner(propagator, [reference], max_steps=20, use_model_maps=False, forest=True)
         assert not calls and propagator.refiner.forest.n_jobs == 1
         fingerprints.append(refiner_fingerprint(propagator.refiner))
         answers.append(next(original([target[0]], modes=("instance",))).labels["instance"])
@@ -308,6 +303,21 @@ def test_image_features_only_need_no_model_pass_and_repeat(monkeypatch):
     assert np.array_equal(*answers)
     mlp_only = PixelRefiner([1], use_model_maps=False)
     assert "+forest:" not in refiner_fingerprint(mlp_only)
+
+
+def test_the_forest_has_the_same_trees_for_any_thread_count():
+    # built in torch's thread count, but each tree's seed is drawn before any is built; the pixels are
+    # collected once (the filter bank's float rounding itself may depend on the thread count)
+    propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic")
+    pixels = refinement.collect_training_pixels(propagator, [disk_scene(0)], use_model_maps=False)
+    digests = []
+    for count in (1, 3):
+        with torch_threads(count):
+            forest = refinement.train_forest(pixels)
+        assert forest.n_jobs == 1  # it predicts through PixelRefiner's own blocks
+        pixels.refiner.set_forest(forest)
+        digests.append(refiner_fingerprint(pixels.refiner))
+    assert digests[0] == digests[1] and "+forest:" in digests[0]
 
 
 def test_chunked_and_threaded_probabilities_equal_one_call(monkeypatch):
@@ -323,14 +333,10 @@ def test_chunked_and_threaded_probabilities_equal_one_call(monkeypatch):
     with torch.no_grad():
         mlp = refiner(x.contiguous()).softmax(-1)
         expected = (mlp + torch.from_numpy(forest.predict_proba(x.numpy())).float()) / 2
-        threads = torch.get_num_threads()
         monkeypatch.setattr(pixel_refiner, "MLP_CHUNK", 37)
         monkeypatch.setattr(pixel_refiner, "FOREST_MIN_BLOCK", 100)
-        try:
-            torch.set_num_threads(3)
+        with torch_threads(3):
             assert torch.equal(refiner.probabilities(x), expected)
-        finally:
-            torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("id_source", "modes", "model_calls"), [
