@@ -6,9 +6,17 @@ The fixture (``tests/data/embedded_parity.npz``, compressed) holds, for the thre
 (``instance_source="queries"``, the official model's path). ``tests/engine/test_embedded_parity.py``
 compares the engine's current proposals with it, so speed work that changes outputs is caught.
 
-Write it only from code whose outputs are the reference (it was written before the issue-22 changes)::
+``--recipe`` writes the proposals of what users run instead (``tests/data/recipe_parity.npz``): the
+preset's fitting recipe (:class:`~sine_model.fitting.preparation.ReferencePreparation`: calibration, the
+refiner's MLP and forest) on the sample reference, then the three targets in every mode, all on one
+thread (the refiner's features differ in their last float bits with the thread count), compared by
+``tests/engine/test_recipe_parity.py``.
+
+Write them only from code whose outputs are the reference (the model's before the issue-22 changes, the
+recipe's before its second stop, commit recorded in the file)::
 
     python bench/parity_fixture.py --out tests/data/embedded_parity.npz
+    python bench/parity_fixture.py --recipe --out tests/data/recipe_parity.npz
 """
 
 from __future__ import annotations
@@ -41,11 +49,35 @@ def sample_proposals() -> dict[str, np.ndarray]:
     return out
 
 
+def recipe_proposals() -> dict[str, np.ndarray]:
+    """Label maps ``(3, H, W)`` per mode of the preset's recipe, fitted and run on one thread."""
+    import torch
+
+    from sine_model import from_pretrained
+    from sine_model.engine.propagator import Propagator
+    from sine_model.fitting.preparation import ReferencePreparation
+    from sine_model.sample_data import load_sample
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sample = load_sample()
+        prop = Propagator(from_pretrained("sine-embedded"), device="cpu", num_threads=1)
+        ReferencePreparation(prop, [(sample.reference, sample.reference_labels)]).run()
+        results = list(prop.propagate(sample.targets, modes=MODES, stack_axis=0))
+    finally:
+        torch.set_num_threads(threads)
+    return {mode: np.stack([r.labels[mode].astype(np.uint16) for r in results]) for mode in MODES}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="tests/data/embedded_parity.npz")
+    parser.add_argument("--out", default=None, help="default: tests/data/embedded_parity.npz, "
+                        "with --recipe tests/data/recipe_parity.npz")
+    parser.add_argument("--recipe", action="store_true", help="what users run: the preset's recipe")
     args = parser.parse_args()
-    proposals = sample_proposals()
+    args.out = args.out or f"tests/data/{'recipe' if args.recipe else 'embedded'}_parity.npz"
+    proposals = recipe_proposals() if args.recipe else sample_proposals()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     np.savez_compressed(Path(args.out), commit=np.array(commit), **proposals)
     for key, value in proposals.items():

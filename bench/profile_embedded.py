@@ -9,7 +9,9 @@ sample's reference, targets = 512² crops of the three sample targets at several
    process (``time.process_time``, all threads; less sensitive to other jobs on the machine) and wall
    time, plus the median of the per-target intervals of targets 2..N (meaningful when targets are not
    batched);
-3. a cProfile run (timer: process CPU time) of the same targets, reported per stage and per target:
+3. a cProfile run (timer: process CPU time) of the same targets, one at a time (cProfile sees one
+   thread; the timed run answers targets the refiner alone answers several at once, one per thread),
+   reported per stage and per target:
    encoder (filter bank included), filter bank (the model's and the refiner's), encode + neck (the
    cached encoder call: encoder, cache and neck), M-Former, post-processing (per tile: ID masks,
    semantic maps), stitching (tiles → label maps, instances from the class map, the refiner), the
@@ -152,7 +154,15 @@ def timed_run(options: dict, ref, ref_labels, targets, modes) -> tuple[dict, lis
 
 
 def profiled_run(options: dict, ref, ref_labels, targets, modes, top: int = 0) -> dict[str, float]:
-    """CPU seconds per stage (cumulative, cProfile with a process-time timer) of one propagation."""
+    """CPU seconds per stage (cumulative, cProfile with a process-time timer) of one propagation.
+
+    One target at a time (``targets_at_once=1``): cProfile sees only the thread it runs in, and targets
+    answered at once run in worker threads.
+    """
+    from sine_model.engine.propagator import Propagator
+
+    if "targets_at_once" in inspect.signature(Propagator).parameters:
+        options = {**options, "targets_at_once": 1}
     prop = prepared(options, ref, ref_labels)
     profiler = cProfile.Profile(time.process_time)
     start = time.process_time()

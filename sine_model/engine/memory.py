@@ -9,6 +9,7 @@ with the lowest (decayed score, score, frame index) is evicted — if the newcom
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,15 @@ class TimelapseMemory:
             ids.append(torch.tensor(objs, device=device))
             classes.append(torch.tensor([class_of[o] for o in objs], device=device))
         return features, masks, classes, ids
+
+    def tokens(self, model: Any, tokens: Any, reference: Any) -> Any:
+        """``model``'s reference tokens for ``reference`` (the propagator's encoded references) with the
+        remembered frames appended; ``tokens`` (the references' own) while nothing is remembered."""
+        if not self.frames:
+            return tokens
+        class_of = dict(zip(tokens.ids.tolist(), tokens.id_labels.tolist(), strict=True))
+        return model.reference_tokens(*self.extend(reference.features, reference.masks, reference.classes,
+                                                   reference.ids, class_of))
 
     def references(self) -> list[MemoryFrame]:
         """The remembered frames, oldest first, each with only the masks still remembered."""

@@ -17,6 +17,8 @@ import torch
 
 from sine_model.engine.adjustable_settings import AdjustableSettings
 from sine_model.engine.cached_encoder import CachedEncoder
+from sine_model.engine.concurrent_targets import ConcurrentAnswers
+from sine_model.engine.concurrent_targets import targets_at_once as targets_at_once_for
 from sine_model.engine.device import select_device, select_precision, set_num_threads
 from sine_model.engine.feature_cache import FeatureCache
 from sine_model.engine.id_answers import IdAnswers
@@ -55,7 +57,7 @@ def auto_batch_size(pad: int) -> int:
     return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
-class Propagator(AdjustableSettings, IdAnswers):
+class Propagator(AdjustableSettings, IdAnswers, ConcurrentAnswers):
     """Propagate labels from reference images to target images with a SINE model.
 
     Parameters
@@ -115,6 +117,11 @@ class Propagator(AdjustableSettings, IdAnswers):
         nor than the cores other jobs leave idle (:func:`~sine_model.engine.device.choose_num_threads`).
     reserve_cores : int
         Cores left to others when the thread count is chosen (the napari plugin leaves its GUI one).
+    targets_at_once : int, optional
+        Targets answered at once, each on its own thread with its share of ``num_threads``, where a
+        refiner alone answers (no model pass, no time-lapse memory; results still come in target order:
+        :mod:`~sine_model.engine.concurrent_targets`). Default: ``num_threads`` (one thread per target),
+        never more than the run's targets nor than free memory allows; 1 answers one target at a time.
     """
 
     def __init__(
@@ -136,6 +143,7 @@ class Propagator(AdjustableSettings, IdAnswers):
         project_inputs: bool = False,
         num_threads: int | None = None,
         reserve_cores: int = 0,
+        targets_at_once: int | None = None,
     ) -> None:
         patch = model.patch_size
         preset = getattr(model, "preset", None)  # set by from_pretrained; None for a model built here
@@ -156,6 +164,8 @@ class Propagator(AdjustableSettings, IdAnswers):
         thresholds = check_thresholds(score_thresholds)  # unknown modes and NaN refused here
         self.device = select_device(device)
         self.num_threads = set_num_threads(num_threads, reserve_cores)
+        self.targets_at_once = targets_at_once if targets_at_once is None else \
+            targets_at_once_for(self.num_threads, targets_at_once, None)  # (checks it)
         self.autocast_dtype = select_precision(self.device, precision)
         self.model = model.eval().to(self.device)
         self.model_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())  # memory guard
@@ -282,25 +292,43 @@ class Propagator(AdjustableSettings, IdAnswers):
     def _run(self, targets: Any, modes: tuple[str, ...], stack_axis: int | None,
              memory: bool, keep_maps: bool = False) -> Iterator[TargetResult]:
         timeline = TimelapseMemory() if memory else None
-        pending: list[tuple[int, np.ndarray, list[Tile]]] = []
-        tiles_pending = 0
+        planned = self._planned_targets(targets, stack_axis, timeline, len(modes))
+        try:
+            if not self._model_pass_needed(self._model_modes(modes), keep_maps, memory):
+                at_once = targets_at_once_for(self.num_threads, self.targets_at_once,
+                                              count_targets(targets, stack_axis))
+                if at_once > 1:
+                    yield from self._answer_concurrently(planned, modes, at_once)
+                    return
+            pending: list[tuple[int, np.ndarray, list[Tile]]] = []
+            tiles_pending = 0
+            for index, rgb, tiles in planned:
+                pending.append((index, rgb, tiles))
+                tiles_pending += len(tiles)
+                if timeline is not None or tiles_pending >= self.batch_size or self._per_target_batches:
+                    yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
+                    pending, tiles_pending = [], 0
+            if pending:
+                yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
+        finally:
+            if self.refiner is not None:
+                self.refiner.release_workspace()  # its per-thread feature buffers live for one run
+
+    def _planned_targets(self, targets: Any, stack_axis: int | None, timeline: TimelapseMemory | None,
+                         n_modes: int) -> Iterator[tuple[int, np.ndarray, list[Tile]]]:
+        """Each target read, as float RGB, with its tiles; refused (before any work on it) when it cannot
+        fit in memory or in one tile where the time-lapse memory needs that."""
         stream = iter_targets(targets, stack_axis, self._ref_ndim, self._ref_channels, self.channel_axis)
         for index, image in enumerate(stream):
             rgb = to_rgb_float(image, channel_axis=self.channel_axis)  # projected tile by tile (per pixel)
             tiles = plan_tiles(*rgb.shape[:2], self.tile_extent, self.overlap_extent)
-            check_propagator_target(self, index, *rgb.shape[:2], len(tiles), len(modes))  # refuse, not OOM
+            check_propagator_target(self, index, *rgb.shape[:2], len(tiles), n_modes)  # refuse, not OOM
             if timeline is not None and len(tiles) > 1:
                 raise PropagationError(
                     f"target {index} needs {len(tiles)} tiles; memory mode needs targets that fit one "
                     f"model input ({self.tile_extent} px): lower the scale"
                 )
-            pending.append((index, rgb, tiles))
-            tiles_pending += len(tiles)
-            if timeline is not None or tiles_pending >= self.batch_size or self._per_target_batches:
-                yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
-                pending, tiles_pending = [], 0
-        if pending:
-            yield from self._process(pending, modes, timeline, self.tile_extent, keep_maps=keep_maps)
+            yield index, rgb, tiles
 
     def _process(self, pending: list[tuple[int, np.ndarray, list[Tile]]], modes: tuple[str, ...],
                  timeline: TimelapseMemory | None, extent: int, depth: int = 0,
@@ -317,7 +345,9 @@ class Propagator(AdjustableSettings, IdAnswers):
             # instances come from the class map
             tile_modes = tuple(dict.fromkeys(m if m != "instance" else "semantic" for m in tile_modes))
         with torch.inference_mode():
-            tokens = self._tokens_with_memory(timeline)
+            assert self._tokens is not None and self._reference is not None
+            tokens = self._tokens if timeline is None else timeline.tokens(self.model, self._tokens,
+                                                                           self._reference)
             for start in range(0, len(jobs), self.batch_size):
                 stop = start + self.batch_size
                 features = self._encode(torch.cat(tensors[start:stop]))
@@ -381,14 +411,3 @@ class Propagator(AdjustableSettings, IdAnswers):
     def _require_references(self) -> None:
         if self._tokens is None:
             raise PropagationError("no references set: call set_references() with labelled images first")
-
-    # -- time-lapse memory ------------------------------------------------------------------------
-
-    def _tokens_with_memory(self, timeline: TimelapseMemory | None) -> ReferenceTokens:
-        assert self._tokens is not None and self._reference is not None
-        if timeline is None or not timeline.frames:
-            return self._tokens
-        ref = self._reference
-        class_of = dict(zip(self._tokens.ids.tolist(), self._tokens.id_labels.tolist(), strict=True))
-        return self.model.reference_tokens(*timeline.extend(ref.features, ref.masks, ref.classes, ref.ids,
-                                                            class_of))

@@ -27,7 +27,7 @@ from sine_model.engine.tiling import axis_spans
 from sine_model.errors import PropagationError
 
 __all__ = ["MemoryEstimate", "automatic_scale_cap", "available_bytes", "check_propagator_target",
-           "check_scale", "check_target_fits", "estimate_target_bytes"]
+           "check_scale", "check_target_fits", "estimate_target_bytes", "refiner_bytes"]
 
 _FLOAT = 4  # bytes of a float32
 #: Fraction of the free memory a run may plan to use (the rest is left to the system and other programs).
@@ -105,6 +105,23 @@ def estimate_target_bytes(height: int, width: int, n_tiles: int, pad: int, n_map
     stitched = height * width * (max(1, n_maps) * _FLOAT + n_modes * 16 + 3 * _FLOAT)
     return MemoryEstimate(tiles=tiles, outputs=n_tiles * per_tile + stitched, cache=max(0, cache_bytes),
                           model=max(0, model_bytes))
+
+
+def refiner_bytes(refiner: Any, height: int, width: int) -> int:
+    """Upper bound of the memory the refiner's answer for one ``height × width`` target needs.
+
+    Its features are made strip by strip (:meth:`~sine_model.postprocess.pixel_refiner.PixelRefiner.strips`):
+    a strip's filter-bank features, their pieces and the forest's float64 sums, then per pixel of the
+    whole target its class probabilities and the maps the instances are made from.
+    """
+    from sine_model.postprocess.pixel_refiner import STRIP_MARGIN, STRIP_PIXELS
+
+    strip_rows = max(16, STRIP_PIXELS // max(1, width) // 16 * 16)
+    strip = min(height, strip_rows + 2 * STRIP_MARGIN) * width
+    outputs = refiner.num_outputs
+    per_strip_pixel = 3 * refiner.num_inputs * _FLOAT + 5 * outputs * 8
+    per_pixel = 3 * outputs * _FLOAT + 100  # probabilities, class maps, labels, seeds, watershed
+    return strip * per_strip_pixel + height * width * per_pixel
 
 
 def available_bytes() -> int | None:

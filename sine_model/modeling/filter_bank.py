@@ -134,6 +134,10 @@ class FilterBank(nn.Module):
             self.register_buffer(name, torch.tensor(values, device="cpu").view(1, 3, 1, 1), persistent=False)
 
     @property
+    def _per_scale(self) -> int:
+        return GREY_FEATURES_PER_SCALE + (3 if self.colour else 0)
+
+    @property
     def num_features(self) -> int:
         """Output channels: ``(7 + 3·colour)·len(sigmas) + 3·include_raw``."""
         per_scale = GREY_FEATURES_PER_SCALE + (3 if self.colour else 0)
@@ -143,8 +147,9 @@ class FilterBank(nn.Module):
         return (f"sigmas={self.sigmas}, levels={self.levels}, colour={self.colour}, "
                 f"include_raw={self.include_raw}, stride={self.stride}, num_features={self.num_features}")
 
-    def _scale_features(self, rgb: Tensor, i: int) -> Tensor:
-        """The features of scale ``i`` from one pyramid level ``rgb`` (B, 3, h, w), stacked (B, f, h, w)."""
+    def _scale_features(self, rgb: Tensor, i: int, out: Tensor | None = None) -> Tensor:
+        """The features of scale ``i`` from one pyramid level ``rgb`` (B, 3, h, w), stacked (B, f, h, w)
+        (written into ``out`` where given)."""
         sigma, inner = self.local_sigmas[i], self.inner_sigmas[i]
         horizontal, vertical = getattr(self, f"horizontal_{i}"), getattr(self, f"vertical_{i}")
         radius = horizontal.shape[-1] // 2
@@ -159,7 +164,7 @@ class FilterBank(nn.Module):
         products = F.conv2d(products, g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
         products = F.conv2d(products, g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
         big, small = _eigen_sym(products[:, :1], products[:, 1:2], products[:, 2:])
-        out = [
+        features = [
             smooth,
             sigma * torch.sqrt(gx**2 + gy**2 + 1e-12),
             sigma**2 * (hxx + hyy),
@@ -168,24 +173,49 @@ class FilterBank(nn.Module):
             small.clamp_min(0).sqrt(),
         ]
         if self.colour:
-            out.append(x[:, 8:])
-        return torch.cat(out, dim=1)
+            features.append(x[:, 8:])
+        return torch.cat(features, dim=1, out=out) if out is not None else torch.cat(features, dim=1)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """ImageNet-normalised images (B, 3, H, W) → features (B, F, H // stride, W // stride)."""
+    def forward(self, images: Tensor, out: Tensor | None = None) -> Tensor:
+        """ImageNet-normalised images (B, 3, H, W) → features (B, F, H // stride, W // stride).
+
+        ``out``: a float32 tensor of that shape to write the features into (reused memory: a fresh
+        65 MB output cost about 16000 page faults per 512² image; not with autograd).
+        """
         height, width = images.shape[-2:]
         size = (max(1, height // self.stride), max(1, width // self.stride))
+        shape = (images.shape[0], self.num_features, *size)
+        if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32
+                                or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous float32 tensor of shape {shape}, got "
+                             f"{out.dtype} {tuple(out.shape)}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and images.requires_grad):
             rgb = images.float() * self.std + self.mean
             pyramid = {0: rgb}
             for level in range(1, max(self.levels) + 1):
                 prev = pyramid[level - 1]
                 pyramid[level] = F.avg_pool2d(prev, 2, ceil_mode=True) if min(prev.shape[-2:]) > 1 else prev
-            # each scale's features are resized together: one call per scale instead of one per feature
-            features = [_resize(rgb, size)] if self.include_raw else []
-            features.extend(_resize(self._scale_features(pyramid[level], i), size)
-                            for i, level in enumerate(self.levels))
-            return torch.cat(features, dim=1).to(images.dtype)
+            if torch.is_grad_enabled():  # (writing into one output does not support autograd)
+                if out is not None:
+                    raise ValueError("out= needs autograd off (torch.no_grad)")
+                features = [_resize(rgb, size)] if self.include_raw else []
+                features.extend(_resize(self._scale_features(pyramid[level], i), size)
+                                for i, level in enumerate(self.levels))
+                return torch.cat(features, dim=1).to(images.dtype)
+            # each scale's features are written (resized together) into their channels of one output:
+            # no concatenation of the whole stack at the end (a copy of 63 × H × W floats)
+            out = rgb.new_empty(shape) if out is None else out
+            first = 3 if self.include_raw else 0
+            if self.include_raw:
+                _resize(rgb, size, out[:, :3])
+            for i, level in enumerate(self.levels):
+                place = out[:, first : first + self._per_scale]
+                if tuple(pyramid[level].shape[-2:]) == size and place.is_contiguous():
+                    self._scale_features(pyramid[level], i, place)
+                else:
+                    _resize(self._scale_features(pyramid[level], i), size, place)
+                first += self._per_scale
+            return out.to(images.dtype)
 
 
 def _scale_weights(outer: Tensor, inner: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,10 +246,15 @@ def _scale_weights(outer: Tensor, inner: Tensor) -> tuple[Tensor, Tensor]:
     return horizontal, vertical
 
 
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Area-pool (shrinking) or bilinearly interpolate (enlarging) to ``size``."""
-    if tuple(x.shape[-2:]) == size:
-        return x
-    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(x, size)
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def _resize(x: Tensor, size: tuple[int, int], out: Tensor | None = None) -> Tensor:
+    """Area-pool (shrinking) or bilinearly interpolate (enlarging) ``x`` to ``size`` (into ``out``)."""
+    if out is None:
+        if tuple(x.shape[-2:]) == size:
+            return x
+        if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+            return F.adaptive_avg_pool2d(x, size)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    if out.is_contiguous() and not (x.shape[-2] >= size[0] and x.shape[-1] >= size[1]):
+        # F.interpolate's own kernel, writing in place
+        return torch.ops.aten.upsample_bilinear2d.out(x, size, False, None, None, out=out)
+    return out.copy_(_resize(x, size))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -83,6 +83,9 @@ class ReferenceObjects:
         Median equivalent diameter of the objects (pixels).
     labels : list of array
         Each reference's label image (objects carried into registered targets).
+    spectra : list of dict
+        Per reference, its registration spectra by padded shape (:func:`register`'s ``cache``: targets of
+        one size reuse them; filled as targets come).
     """
 
     ids: np.ndarray
@@ -94,6 +97,10 @@ class ReferenceObjects:
     greys: list[np.ndarray]
     diameter: float
     labels: list[np.ndarray]
+    spectra: list[dict] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.spectra = [{} for _ in self.greys]  # (a copy made by dataclasses.replace starts empty)
 
 
 def grey_of(rgb: np.ndarray) -> np.ndarray:
@@ -135,21 +142,34 @@ def describe_references(rgbs: Sequence[np.ndarray], label_images: Sequence[np.nd
                             labels=[np.asarray(labels) for labels in label_images])
 
 
-def register(reference: np.ndarray, target: np.ndarray) -> tuple[tuple[int, int], float]:
+#: Spectra kept per reference (the most recent padded shapes; one per target size).
+SPECTRA_KEPT = 4
+
+
+def register(reference: np.ndarray, target: np.ndarray,
+             cache: dict | None = None) -> tuple[tuple[int, int], float]:
     """Translation taking target coordinates to reference coordinates, and its confidence.
 
     Phase correlation of the mean-subtracted greys, zero-padded to the sum of their sizes (no
     wrap-around); the confidence is the Pearson correlation of the overlap after the shift (0 when the
-    overlap is under a tenth of the target, or flat).
+    overlap is under a tenth of the target, or flat). ``cache`` (a dict kept with ``reference``) keeps
+    the reference's spectrum for each padded shape, so targets of one size transform it once.
     """
-    ref, tgt = reference - reference.mean(), target - target.mean()
-    shape = (ref.shape[0] + tgt.shape[0], ref.shape[1] + tgt.shape[1])
-    cross = np.fft.rfft2(ref, shape) * np.conj(np.fft.rfft2(tgt, shape))
+    tgt = target - target.mean()
+    shape = (reference.shape[0] + tgt.shape[0], reference.shape[1] + tgt.shape[1])
+    spectrum = None if cache is None else cache.get(shape)
+    if spectrum is None:
+        spectrum = np.fft.rfft2(reference - reference.mean(), shape)
+        if cache is not None:  # (threads answering targets at once may both fill it: the same values)
+            for oldest in list(cache)[: max(0, len(cache) + 1 - SPECTRA_KEPT)]:
+                cache.pop(oldest, None)
+            cache[shape] = spectrum
+    cross = spectrum * np.conj(np.fft.rfft2(tgt, shape))
     cross /= np.maximum(np.abs(cross), 1e-12)
     peak = np.unravel_index(int(np.argmax(np.fft.irfft2(cross, shape))), shape)
     dy, dx = (int(p) if p <= s // 2 else int(p) - s for p, s in zip(peak, shape, strict=True))
-    y0, y1 = max(0, dy), min(ref.shape[0], tgt.shape[0] + dy)  # the overlap in reference coordinates
-    x0, x1 = max(0, dx), min(ref.shape[1], tgt.shape[1] + dx)
+    y0, y1 = max(0, dy), min(reference.shape[0], tgt.shape[0] + dy)  # the overlap in reference coordinates
+    x0, x1 = max(0, dx), min(reference.shape[1], tgt.shape[1] + dx)
     if y1 <= y0 or x1 <= x0:  # (a negative stop would index from the end)
         return (dy, dx), 0.0
     a, b = reference[y0:y1, x0:x1], target[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
@@ -218,7 +238,7 @@ def match_ids(objects: ReferenceObjects, target_rgb: np.ndarray, instance_labels
         return id_map, []
     trusted = []
     for k, reference in enumerate(objects.greys):
-        shift, trust = register(reference, grey)
+        shift, trust = register(reference, grey, objects.spectra[k])
         if trust >= MIN_REGISTRATION and (objects.refs == k).any():
             trusted.append((k, shift, trust))
     if not trusted:  # positions mean nothing in another scene

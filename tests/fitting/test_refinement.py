@@ -321,11 +321,15 @@ def test_the_forest_has_the_same_trees_for_any_thread_count():
 
 
 def test_chunked_and_threaded_probabilities_equal_one_call(monkeypatch):
-    # the MLP runs on chunks of pixels and the forest on blocks in threads: the same values as one call
+    # the MLP runs on chunks of pixels (the normalisation folded into its first layer, the softmax on the
+    # transposed logits) and the forest on blocks in threads: the MLP's own answer averaged with the
+    # forest's, to float rounding (the forest's part is exact: the test below)
     from sklearn.ensemble import RandomForestClassifier
 
     torch.manual_seed(0)
     refiner = PixelRefiner([1, 2], use_model_maps=False)
+    refiner.shift.normal_()
+    refiner.spread.uniform_(0.5, 2)
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.normal(size=(refiner.num_inputs, 1000)).astype(np.float32)).T  # strided
     forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(x.numpy(), rng.integers(0, 4, 1000))
@@ -333,10 +337,31 @@ def test_chunked_and_threaded_probabilities_equal_one_call(monkeypatch):
     with torch.no_grad():
         mlp = refiner(x.contiguous()).softmax(-1)
         expected = (mlp + torch.from_numpy(forest.predict_proba(x.numpy())).float()) / 2
+        with torch_threads(1):
+            assert torch.allclose(refiner.probabilities(x), expected, atol=1e-6, rtol=0)
         monkeypatch.setattr(pixel_refiner, "MLP_CHUNK", 37)
         monkeypatch.setattr(pixel_refiner, "FOREST_MIN_BLOCK", 100)
         with torch_threads(3):
-            assert torch.equal(refiner.probabilities(x), expected)
+            assert torch.allclose(refiner.probabilities(x), expected, atol=1e-6, rtol=0)
+        refiner.set_forest(None)
+        assert torch.allclose(refiner.probabilities(x), mlp, atol=1e-6, rtol=0)
+        refiner.head = torch.nn.Sequential(torch.nn.Linear(refiner.num_inputs, 4), torch.nn.LayerNorm(4))
+        assert torch.allclose(refiner.probabilities(x), refiner(x).softmax(-1), atol=1e-6, rtol=0)  # any head
+
+
+def test_the_forest_answers_as_scikit_learn_does_to_the_bit():
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0.5)  # classes 0..3
+    forest = RandomForestClassifier(n_estimators=7, max_depth=6, random_state=0).fit(x, y)
+    for features in (x, np.asfortranarray(x)):
+        assert np.array_equal(pixel_refiner._forest_probabilities(forest, features), forest.predict_proba(x))
+    image = np.zeros((8, 8, 3), np.float32)
+    image[2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        next(PixelRefiner([1], use_model_maps=False).strips(image, None))
 
 
 @pytest.mark.parametrize(("id_source", "modes", "model_calls"), [

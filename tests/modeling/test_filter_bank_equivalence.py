@@ -68,3 +68,26 @@ def test_bank_matches_its_previous_layout(options, shape):
     assert actual.shape == expected.shape
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
     assert expected.abs().max() > 0.1  # the comparison is not between two near-zero maps
+
+
+@pytest.mark.parametrize(("options", "shape"), [
+    ({"stride": 2}, (3, 3, 224, 224)),  # the encoder's: channel slices of a batch are not contiguous
+    ({"sigmas": (0.7, 1.6, 3.5, 5.0, 8.0, 16.0)}, (1, 3, 70, 90)),  # the refiner's (written in place)
+])
+def test_features_written_into_one_output_equal_the_concatenated_ones(options, shape):
+    # no-grad forwards write each scale into its channels of one output (or of a given buffer): the same
+    # values, to the bit, as concatenating the scales (the autograd path)
+    torch.manual_seed(0)
+    bank = FilterBank(**options)
+    images = torch.randn(*shape)
+    with torch.enable_grad():
+        concatenated = bank(images.requires_grad_()).detach()
+    images = images.detach()
+    with torch.no_grad():
+        assert torch.equal(bank(images), concatenated)
+        buffer = torch.full_like(concatenated, float("nan"))
+        assert bank(images, out=buffer) is buffer and torch.equal(buffer, concatenated)
+        with pytest.raises(ValueError, match="out must be a contiguous float32 tensor of shape"):
+            bank(images, out=buffer[:, 1:])
+    with pytest.raises(ValueError, match="out= needs autograd off"):
+        bank(images.requires_grad_(), out=buffer)

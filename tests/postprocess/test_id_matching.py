@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 from sine_model import OFFICIAL_PRESET, get_preset
 from sine_model.engine.propagator import Propagator
 from sine_model.hub.presets import InputSpec
+from sine_model.postprocess import id_matching
 from sine_model.postprocess.id_matching import describe_references, match_ids, register
 
 
@@ -43,6 +44,21 @@ def test_registration_finds_the_crop_offset_and_refuses_unrelated_images():
     assert shift == (40, 40) and confidence > 0.99
     _, unrelated = register(a, np.random.default_rng(5).normal(0, 1, b.shape).astype(np.float32))
     assert unrelated < 0.5
+
+
+def test_registration_reuses_the_reference_spectrum_with_the_same_answers(monkeypatch):
+    image, labels = scene()
+    a, _, b, _ = crop_pair(image, labels)
+    cache: dict = {}
+    plain = register(a, b)
+    assert register(a, b, cache) == plain and len(cache) == 1  # filled
+    transforms = []
+    rfft2 = np.fft.rfft2
+    monkeypatch.setattr(np.fft, "rfft2", lambda x, s: transforms.append(1) or rfft2(x, s))
+    assert register(a, b, cache) == plain and len(transforms) == 1  # only the target's transform
+    for k in range(1, id_matching.SPECTRA_KEPT + 2):  # other target sizes: the oldest shapes leave
+        register(a, b[k:], cache)
+    assert len(cache) == id_matching.SPECTRA_KEPT
 
 
 def test_the_reference_as_target_gets_every_id_back():
