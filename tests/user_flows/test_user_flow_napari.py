@@ -13,6 +13,7 @@ import pytest
 from user_flow_helpers import (
     assert_exit_ok,
     assert_loaded_from_checkout,
+    flow_env,
     flow_result,
     needs_display,
     run_script,
@@ -24,9 +25,15 @@ MODES = ("id", "instance", "semantic")
 pytestmark = needs_display
 
 
-def test_widget_opens_and_runs_with_the_defaults_after_napari(tmp_path, record_property):
-    """Viewer → SINE dock widget → nuclei sample → Run (nothing changed) → proposals; user data untouched."""
-    process = run_script("napari_first_run.py", tmp_path)
+@pytest.mark.parametrize("threads", [None, "2"])
+def test_widget_opens_and_runs_with_the_defaults_after_napari(tmp_path, record_property, threads):
+    """Viewer → SINE dock widget → nuclei sample → Run (nothing changed) → proposals; user data untouched.
+
+    With ``SINE_NUM_THREADS=2`` (a machine with cores to spare: the widget leaves one to the GUI, so a
+    2-core machine runs one target at a time) the targets are answered two at once, in napari's worker.
+    """
+    env = None if threads is None else flow_env(tmp_path, SINE_NUM_THREADS=threads)
+    process = run_script("napari_first_run.py", tmp_path, env=env)
     assert_exit_ok(process)  # a segfault is -11 here
     result = flow_result(process)
     record_property("seconds", result["seconds"])  # viewer, widget_open, run: reported, never judged
@@ -35,6 +42,8 @@ def test_widget_opens_and_runs_with_the_defaults_after_napari(tmp_path, record_p
     assert result["finished"], f"the run did not end within the ceiling: {result['status']}"
     n_targets = len(sample_targets())
     assert result["status"] == f"done: {n_targets} target(s)", result["status"]
+    if threads is not None:
+        assert len(result["target_threads"]) == int(threads), result["target_threads"]
 
     proposals = result["proposals"]
     for mode in MODES:

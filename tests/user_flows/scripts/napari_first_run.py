@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 
 RUN_CEILING_S = float(os.environ.get("USER_FLOW_CEILING_S", "600"))  # a bound on waiting, not a speed test
@@ -52,8 +53,10 @@ def main() -> dict:
     widget.run_button.click()  # nothing changed: the default model, references and targets as offered
     app.processEvents()  # (pressed at once: the run may wait for the model list, read in a worker)
     deadline = time.monotonic() + RUN_CEILING_S
+    threads_seen: set[str] = set()  # (the engine's workers answering targets at once are named)
     while widget.busy and time.monotonic() < deadline:
         app.processEvents()
+        threads_seen.update(thread.name for thread in threading.enumerate())
         time.sleep(0.01)
     finished = not widget.busy
     run_s = time.perf_counter() - started
@@ -75,6 +78,7 @@ def main() -> dict:
         "user_layers_before": user_layers,
         "user_layers_after": after,
         "proposals": proposals,
+        "target_threads": sorted(name for name in threads_seen if name.startswith("sine-target")),
         "seconds": {"viewer": round(viewer_s, 2), "widget_open": round(widget_s, 2), "run": round(run_s, 2)},
         "files": {name: getattr(sys.modules.get(name), "__file__", None)
                   for name in ("napari_sine", "sine_model")},
