@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,19 @@ def rect_mask(side: int, top: int, left: int, height: int, width: int) -> torch.
     mask = torch.zeros(side, side, dtype=torch.bool)
     mask[top : top + height, left : left + width] = True
     return mask
+
+
+def disk_scene(seed: int, shape=(96, 96), radius=7, count=10):
+    """Bright touching-free disks on a noisy dark background; returns (uint8 grey image, labels)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for value in range(1, count + 1):
+        cy, cx = rng.integers(radius, shape[0] - radius, size=2)
+        disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2) & (labels == 0)
+        labels[disk] = value
+    image = np.where(labels > 0, 170, 60) + rng.normal(0, 12, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
 @contextmanager

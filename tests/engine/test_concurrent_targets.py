@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny, torch_threads
+from conftest import build_tiny, disk_scene, torch_threads
 
 from sine_model.engine.concurrent_targets import answer_in_order, targets_at_once
 from sine_model.engine.inputs import PropagationError
@@ -159,17 +159,6 @@ def test_targets_at_once_follows_threads_requests_and_the_run_size():
         Propagator(build_tiny(), device="cpu", pad=112, targets_at_once=0)
 
 
-def disks(seed: int, shape=(96, 96), radius=7, count=10):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, np.int32)
-    for value in range(1, count + 1):
-        cy, cx = rng.integers(radius, shape[0] - radius, size=2)
-        labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2) & (labels == 0)] = value
-    image = np.where(labels > 0, 170, 60) + rng.normal(0, 12, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
-
-
 @pytest.fixture(scope="module")
 def refined():
     """A tiny propagator whose refiner answers from the image alone (no model pass)."""
@@ -177,7 +166,7 @@ def refined():
     with torch_threads(1):
         propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic",
                                 id_source="matching", num_threads=2)
-        fit_refiner(propagator, [disks(0)], max_steps=20, use_model_maps=False, forest=True)
+        fit_refiner(propagator, [disk_scene(0)], max_steps=20, use_model_maps=False, forest=True)
     return propagator
 
 
@@ -199,7 +188,7 @@ def answered_by(propagator, targets, **kwargs):
 
 @pytest.mark.parametrize("at_once", [2, 3])
 def test_the_engine_answers_refiner_targets_at_once_with_the_same_answers(refined, at_once):
-    targets = [disks(seed)[0] for seed in range(1, 6)]
+    targets = [disk_scene(seed)[0] for seed in range(1, 6)]
     with torch_threads(1):
         refined.targets_at_once = 1
         sequential, names = answered_by(refined, targets)
@@ -217,7 +206,7 @@ def test_the_engine_answers_refiner_targets_at_once_with_the_same_answers(refine
 
 
 def test_the_engine_answers_one_at_a_time_where_the_model_runs_or_one_target_is_given(refined):
-    targets = [disks(seed)[0] for seed in range(1, 4)]
+    targets = [disk_scene(seed)[0] for seed in range(1, 4)]
     caller = {threading.current_thread().name}
     refined.targets_at_once = 3
     try:
@@ -232,7 +221,7 @@ def test_the_engine_answers_one_at_a_time_where_the_model_runs_or_one_target_is_
 
 
 def test_a_bad_target_among_concurrent_ones_is_refused_after_the_good_ones(refined):
-    targets = [disks(1)[0], disks(2)[0], np.zeros((96, 96, 5), np.uint8), disks(3)[0]]
+    targets = [disk_scene(1)[0], disk_scene(2)[0], np.zeros((96, 96, 5), np.uint8), disk_scene(3)[0]]
     refined.targets_at_once = 2
     try:
         results = refined.propagate(targets)

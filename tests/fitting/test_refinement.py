@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny, torch_threads
+from conftest import build_tiny, disk_scene, torch_threads
 
 from sine_model.engine.inputs import PropagationError
 from sine_model.engine.propagator import Propagator
@@ -22,19 +22,6 @@ from sine_model.postprocess.pixel_refiner import (
     inner_rim,
     seeded_instances,
 )
-
-
-def disk_scene(seed: int, shape=(96, 96), radius=7, count=10):
-    """Bright touching-free disks on a noisy dark background; returns (uint8 grey image, labels)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, np.int32)
-    for value in range(1, count + 1):
-        cy, cx = rng.integers(radius, shape[0] - radius, size=2)
-        disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2) & (labels == 0)
-        labels[disk] = value
-    image = np.where(labels > 0, 170, 60) + rng.normal(0, 12, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
 def test_inner_rim_marks_object_pixels_next_to_other_labels():

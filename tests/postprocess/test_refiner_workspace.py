@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import torch
-from conftest import build_tiny, torch_threads
+from conftest import build_tiny, disk_scene, torch_threads
 
 from sine_model.engine.propagator import Propagator
 from sine_model.fitting.refiner import fit_refiner
@@ -58,24 +58,13 @@ def test_copies_and_pickles_carry_no_buffer():
         assert np.array_equal(clone.refine(images(1), None).label_map, fresh)
 
 
-def disks(seed: int, shape=(96, 96), radius=7, count=10):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, np.int32)
-    for value in range(1, count + 1):
-        cy, cx = rng.integers(radius, shape[0] - radius, size=2)
-        labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2) & (labels == 0)] = value
-    image = np.where(labels > 0, 170, 60) + rng.normal(0, 12, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
-
-
 def test_the_engine_frees_the_buffers_when_a_run_ends():
     torch.manual_seed(0)
     with torch_threads(1):
         propagator = Propagator(build_tiny(), device="cpu", pad=112, instance_source="semantic",
                                 num_threads=2)
-        fit_refiner(propagator, [disks(0)], max_steps=5, use_model_maps=False)
-    targets = [disks(seed)[0] for seed in (1, 2, 3)]
+        fit_refiner(propagator, [disk_scene(0)], max_steps=5, use_model_maps=False)
+    targets = [disk_scene(seed)[0] for seed in (1, 2, 3)]
     for at_once in (1, 2):
         propagator.targets_at_once = at_once
         results = propagator.propagate(targets, modes=("instance",))
