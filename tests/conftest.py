@@ -52,6 +52,15 @@ def disk_scene(seed: int, shape=(96, 96), radius=7, count=10):
     return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    """``napari-sine ARGV`` in this process (the CLI and reliability tests): exit status, stdout, stderr."""
+    from sine_model import cli
+
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Torch's intra-op thread count set to ``count`` inside, restored afterwards."""

@@ -1,5 +1,6 @@
 """Shared set-up of the ``napari-sine propagate`` tests: a tiny reference, labels and a 3-target stack,
-the command runner and the bad-input check (imported by test_cli.py and test_cli_bad_input.py)."""
+the command runner, the bad-input check and the fixtures both modules use (imported by test_cli.py and
+test_cli_bad_input.py; a tests/cli/conftest.py would shadow the ``conftest`` they import from)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,25 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
+from conftest import build_tiny, run_cli
 
-from sine_model import cli
+from sine_model.cli import common
 
 H, W = 48, 64
 FAST = ["--pad", "112", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    """Every ``load_model`` of the CLI gives the tiny model (autouse where imported)."""
+    monkeypatch.setattr(common, "load_model", lambda args: build_tiny())
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_data(tmp_path)
 
 
 def make_data(folder: Path) -> Path:
@@ -29,10 +43,7 @@ def make_data(folder: Path) -> Path:
     return folder
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_cli  # (the CLI tests' short name)
 
 
 def propagate(capsys, data: Path, *extra: str, targets=("stack.tif",), ref="ref.tif",

@@ -7,28 +7,18 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
+import cli_helpers
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-from cli_helpers import H, W, make_data, propagate, run, scores
-from conftest import build_tiny
+from cli_helpers import H, W, propagate, run, scores
 
-from sine_model.cli import common
 from sine_model.engine.propagator import Propagator
 from sine_model.fitting.preparation import MAX_STAGE_SECONDS
 
-
-@pytest.fixture(autouse=True)
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(common, "load_model", lambda args: build_tiny())
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return make_data(tmp_path)
+tiny_model, data = cli_helpers.tiny_model, cli_helpers.data  # the shared fixtures (tiny_model: autouse)
 
 # ------------------------------------------------------------------------------------ happy paths
 

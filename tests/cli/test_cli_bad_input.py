@@ -8,27 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cli_helpers
 import numpy as np
 import pytest
 import tifffile
-from cli_helpers import H, W, assert_bad_input, make_data, propagate
-from conftest import build_tiny
+from cli_helpers import H, W, assert_bad_input, propagate
 
 from sine_model.cli import common
 from sine_model.io import readers as io
 
 REAL_LOAD_MODEL = common.load_model  # before the autouse fixture swaps in the tiny model
 
-
-@pytest.fixture(autouse=True)
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(common, "load_model", lambda args: build_tiny())
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return make_data(tmp_path)
-
+tiny_model, data = cli_helpers.tiny_model, cli_helpers.data  # the shared fixtures (tiny_model: autouse)
 
 
 def write(path: Path, array: np.ndarray) -> None:

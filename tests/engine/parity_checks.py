@@ -4,14 +4,26 @@
 * instance: the same number of objects, each matched one-to-one to a saved object with IoU ≥ :data:`MIN_IOU`;
 * semantic: at most :data:`MAX_SEMANTIC_CHANGE` of the pixels differ.
 
-Each returns a list of problems (empty: within tolerance).
+Each returns a list of problems (empty: within tolerance); :func:`load_saved` reads a fixture.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sine_model.metrics import match_instances
+
+#: Where the parity fixtures are (written by bench/parity_fixture.py).
+FIXTURES = Path(__file__).resolve().parents[1] / "data"
+MODES = ("id", "instance", "semantic")
+
+
+def load_saved(path: Path) -> dict[str, np.ndarray]:
+    """The label maps saved in a parity fixture, by key (plain arrays only: allow_pickle stays off)."""
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
 
 MIN_IOU = 0.99
 MAX_SEMANTIC_CHANGE = 0.001

@@ -1,7 +1,7 @@
 """Several targets at once (sine_model.engine.concurrent_targets): order, errors, bounds, threads, closing.
 
 No test here depends on speed: workers are made to overlap or wait with events and barriers (their
-timeouts only turn a deadlock into a failure).
+timeouts only turn a deadlock into a failure, or end a wait for an overlap that must not come).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sine_model.engine.propagator import Propagator
 from sine_model.fitting.refiner import fit_refiner
 
 WAIT = 60  # seconds before a missing event counts as a deadlock
+HOLD = 0.5  # seconds OverlapProbe holds its first item for a second one to join it
 
 
 def test_answers_come_in_item_order_when_later_items_finish_first():
@@ -44,20 +45,36 @@ def test_workers_run_items_at_the_same_time():
     assert list(answer_in_order(answer, range(4), workers=2, threads_each=1)) == [0, 1, 2, 3]
 
 
-def test_one_worker_answers_one_item_at_a_time():
-    running, most = [0], [0]
-    lock = threading.Lock()
+class OverlapProbe:
+    """An answer that records how many items ran at once. It holds item 0 until a second item starts
+    beside it (at most :data:`HOLD` seconds: the time bounds only the run where none may start), so items
+    let in together are seen together however fast the machine is."""
 
-    def answer(item):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        with lock:
-            running[0] -= 1
+    def __init__(self) -> None:
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+        self.second = threading.Event()
+
+    def __call__(self, item: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            if self.running > 1:
+                self.second.set()
+        if item == 0:
+            self.second.wait(HOLD)
+        with self.lock:
+            self.running -= 1
         return item
 
-    assert list(answer_in_order(answer, range(6), workers=1, threads_each=1)) == list(range(6))
-    assert most[0] == 1
+
+def test_one_worker_answers_one_item_at_a_time():
+    probe = OverlapProbe()
+    assert list(answer_in_order(probe, range(6), workers=1, threads_each=1)) == list(range(6))
+    assert probe.most == 1
+    probe = OverlapProbe()  # the probe sees two workers' items together
+    assert list(answer_in_order(probe, range(6), workers=2, threads_each=1)) == list(range(6))
+    assert probe.most == 2
 
 
 def test_items_are_read_ahead_only_one_past_the_workers():
@@ -75,22 +92,12 @@ def test_items_are_read_ahead_only_one_past_the_workers():
 
 
 def test_a_memory_budget_keeps_items_out_until_it_has_room():
-    in_flight, most = [0], [0]
-    lock = threading.Lock()
-
-    def answer(item):
-        with lock:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        with lock:
-            in_flight[0] -= 1
-        return item
-
     # each item costs 60 of a budget of 100: never two at once, however many workers
-    out = list(answer_in_order(answer, range(5), workers=3, threads_each=1, cost=lambda item: 60, budget=100))
-    assert out == list(range(5)) and most[0] == 1
+    probe = OverlapProbe()
+    out = list(answer_in_order(probe, range(5), workers=3, threads_each=1, cost=lambda item: 60, budget=100))
+    assert out == list(range(5)) and probe.most == 1
     # an item larger than the whole budget still runs (alone)
-    assert list(answer_in_order(answer, [1], workers=3, threads_each=1, cost=lambda item: 500,
+    assert list(answer_in_order(probe, [1], workers=3, threads_each=1, cost=lambda item: 500,
                                 budget=100)) == [1]
 
 

@@ -18,16 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parity_checks import CHECKS, id_differences, instance_differences, semantic_differences
+from parity_checks import (
+    CHECKS,
+    FIXTURES,
+    id_differences,
+    instance_differences,
+    load_saved,
+    semantic_differences,
+)
 
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "embedded_parity.npz"
-MODES = ("id", "instance", "semantic")
+FIXTURE = FIXTURES / "embedded_parity.npz"
 
 
 @pytest.fixture(scope="module")
 def saved():
-    with np.load(FIXTURE) as data:  # plain arrays only (allow_pickle stays off)
-        return {key: data[key] for key in data.files}
+    return load_saved(FIXTURE)
 
 
 @pytest.fixture(scope="module")

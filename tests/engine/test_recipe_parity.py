@@ -11,21 +11,18 @@ answers of one target at a time.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import torch_threads
-from parity_checks import CHECKS
+from parity_checks import CHECKS, FIXTURES, MODES, load_saved
 
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "recipe_parity.npz"
-MODES = ("id", "instance", "semantic")
+FIXTURE = FIXTURES / "recipe_parity.npz"
 
 
 @pytest.fixture(scope="module")
 def saved():
-    with np.load(FIXTURE) as data:  # plain arrays only (allow_pickle stays off)
-        return {key: data[key] for key in data.files}
+    return load_saved(FIXTURE)
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import build_tiny
+from conftest import build_tiny, run_cli
 
-from sine_model import cli
 from sine_model.cli import common
 
 #: Set (to anything) to run the slow cases too; ``bench/reliability.py`` sets it.
@@ -62,13 +61,6 @@ def write_inputs(folder: Path) -> Path:
     tifffile.imwrite(folder / "stack.tif", rng.integers(0, 255, (3, H, W), dtype=np.uint8),
                      photometric="minisblack")
     return folder
-
-
-def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
-    """``napari-sine ARGV`` in this process: exit status, stdout, stderr."""
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def propagate_cli(capsys, folder: Path, *extra: object, targets: tuple[str, ...] = ("stack.tif",),
