@@ -135,13 +135,13 @@ class FilterBank(nn.Module):
 
     @property
     def _per_scale(self) -> int:
+        """Output channels of one scale: ``7 + 3·colour``."""
         return GREY_FEATURES_PER_SCALE + (3 if self.colour else 0)
 
     @property
     def num_features(self) -> int:
         """Output channels: ``(7 + 3·colour)·len(sigmas) + 3·include_raw``."""
-        per_scale = GREY_FEATURES_PER_SCALE + (3 if self.colour else 0)
-        return per_scale * len(self.sigmas) + (3 if self.include_raw else 0)
+        return self._per_scale * len(self.sigmas) + (3 if self.include_raw else 0)
 
     def extra_repr(self) -> str:
         return (f"sigmas={self.sigmas}, levels={self.levels}, colour={self.colour}, "

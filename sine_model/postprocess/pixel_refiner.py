@@ -310,7 +310,7 @@ def _forest_probabilities(forest: Any, features: np.ndarray) -> np.ndarray:
     call, so the result is the same for any number of threads.
     """
     n_classes = int(forest.n_classes_)
-    trees = [(tree.tree_, np.ascontiguousarray(tree.tree_.value[:, 0, :n_classes], dtype=np.float64).T.copy())
+    trees = [(tree.tree_, np.array(tree.tree_.value[:, 0, :n_classes].T, dtype=np.float64, order="C"))
              for tree in forest.estimators_]  # per tree: (structure, (n_classes, nodes) leaf fractions)
     features = np.asarray(features, dtype=np.float32)  # (finite: strips() checks the image)
 
