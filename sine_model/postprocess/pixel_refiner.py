@@ -67,6 +67,10 @@ MLP_CHUNK = 16384
 ELEMENTWISE: tuple[type[nn.Module], ...] = (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh, nn.Identity)
 #: Fewest pixels per thread when the forest predicts in parallel.
 FOREST_MIN_BLOCK = 4096
+#: Pixels the forest's trees walk before the next pixels: their features (4 MB) stay in the CPU's
+#: caches from one tree to the next (on a 512² image 0.17 → 0.11–0.12 s on one thread, vs all pixels
+#: per tree; 65536 pixels were as slow as all of them).
+FOREST_CACHE_PIXELS = 16384
 #: Rows of context added above and below each strip (a multiple of 16; from 96 on, strips give the
 #: whole image's features to float precision: the largest scale is smoothed twice).
 STRIP_MARGIN = 96
@@ -316,10 +320,13 @@ def _forest_probabilities(forest: Any, features: np.ndarray) -> np.ndarray:
 
     def block(rows: np.ndarray) -> np.ndarray:
         sums = np.zeros((n_classes, len(rows)))
-        for structure, fractions in trees:
-            leaves = structure.apply(rows)
-            for k in range(n_classes):
-                sums[k] += fractions[k].take(leaves)
+        for start in range(0, len(rows), FOREST_CACHE_PIXELS):  # all trees on pixels still in the cache
+            cols = slice(start, start + FOREST_CACHE_PIXELS)
+            pixels, part = rows[cols], sums[:, cols]
+            for structure, fractions in trees:
+                leaves = structure.apply(pixels)
+                for k in range(n_classes):
+                    part[k] += fractions[k].take(leaves)
         sums /= len(trees)
         return sums
 

@@ -336,9 +336,11 @@ def test_chunked_and_threaded_probabilities_equal_one_call(monkeypatch):
         assert torch.allclose(refiner.probabilities(x), refiner(x).softmax(-1), atol=1e-6, rtol=0)  # any head
 
 
-def test_the_forest_answers_as_scikit_learn_does_to_the_bit():
+@pytest.mark.parametrize("cache_pixels", [16384, 256, 1000])  # one block; blocks of pixels, a partial last
+def test_the_forest_answers_as_scikit_learn_does_to_the_bit(monkeypatch, cache_pixels):
     from sklearn.ensemble import RandomForestClassifier
 
+    monkeypatch.setattr(pixel_refiner, "FOREST_CACHE_PIXELS", cache_pixels)
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3000, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0.5)  # classes 0..3
