@@ -33,7 +33,7 @@ from sine_model.engine.memory import TimelapseMemory
 from sine_model.engine.reference_tiles import ReferenceTiles, class_map, reference_inputs
 from sine_model.engine.resources import check_propagator_target
 from sine_model.engine.stitching import ObjectScore, TargetResult, TileOutput, assemble_target
-from sine_model.engine.tiling import Tile, plan_tiles
+from sine_model.engine.tiling import Tile, auto_batch_size, plan_tiles
 from sine_model.modeling.context import ReferenceTokens
 from sine_model.modeling.sine import SINE
 from sine_model.modes import DEFAULT_THRESHOLDS, INSTANCE_SOURCES, MODES, check_thresholds
@@ -47,14 +47,6 @@ __all__ = ["Propagator", "TargetResult", "ObjectScore", "PropagationError", "MOD
 
 #: Input side of a model that carries no preset (the official FSS evaluation's 896).
 OFFICIAL_PAD = 896
-#: Model-input pixels per model call when ``batch_size`` is automatic: 20 tiles of 224², 3 of 518², 1 of
-#: 896² (batching amortises per-call work; beyond one ViT-L input at 896² it only costs memory).
-AUTO_BATCH_PIXELS = 1 << 20
-
-
-def auto_batch_size(pad: int) -> int:
-    """Tiles per model call for input side ``pad`` when ``batch_size`` is automatic."""
-    return max(1, AUTO_BATCH_PIXELS // (pad * pad))
 
 
 class Propagator(AdjustableSettings, IdAnswers, ConcurrentAnswers):
@@ -82,9 +74,9 @@ class Propagator(AdjustableSettings, IdAnswers, ConcurrentAnswers):
         Overlap of neighbouring tiles in model-input pixels (default P // 4).
     batch_size : int, optional
         Tiles encoded and decoded per model call (tiles of several targets are batched together).
-        Default: :func:`auto_batch_size` (about a million input pixels per call: 20 tiles at 224, 1 at 896),
-        from one target at a time (each result streams as soon as its target is done); a number batches
-        tiles of several targets (read ahead) into calls of that size.
+        Default: :func:`~sine_model.engine.tiling.auto_batch_size` (about a million input pixels per
+        call: 20 tiles at 224, 1 at 896), from one target at a time (each result streams as soon as its
+        target is done); a number batches tiles of several targets (read ahead) into calls of that size.
     cache_bytes : int
         Budget of the encoder-feature cache (0 disables it).
     score_thresholds : mapping, optional
@@ -97,11 +89,10 @@ class Propagator(AdjustableSettings, IdAnswers, ConcurrentAnswers):
         covered (0 disables).
     instance_source : {"queries", "semantic"}, optional
         How the instance answer is made: from SINE's instance queries (official), or as the connected
-        components of the semantic answer (:mod:`sine_model.postprocess.components`: each class split by the
-        rule —
-        connected components or a distance-transform watershed — that best rebuilds the reference
-        labels; pieces under a tenth of the median reference object, or scoring under the instance
-        threshold, are dropped). Default: the model's ``preset``'s, else "queries".
+        components of the semantic answer (:mod:`sine_model.postprocess.components`: each class split by
+        the rule — connected components or a distance-transform watershed — that best rebuilds the
+        reference labels; pieces under a tenth of the median reference object, or scoring under the
+        instance threshold, are dropped). Default: the model's ``preset``'s, else "queries".
     id_source : {"queries", "matching"}, optional
         How the ID answer is made: from SINE's ID queries (official), or by matching the instance answer's
         objects to the reference objects (:mod:`sine_model.postprocess.id_matching`). Default: the model's

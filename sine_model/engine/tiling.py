@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Tile", "plan_tiles", "axis_spans"]
+__all__ = ["AUTO_BATCH_PIXELS", "Tile", "auto_batch_size", "axis_spans", "plan_tiles"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,13 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
         for y0, y1, cy0, cy1 in axis_spans(height, tile, overlap)
         for x0, x1, cx0, cx1 in axis_spans(width, tile, overlap)
     ]
+
+
+#: Model-input pixels per model call when ``batch_size`` is automatic: 20 tiles of 224², 3 of 518², 1 of
+#: 896² (batching amortises per-call work; beyond one ViT-L input at 896² it only costs memory).
+AUTO_BATCH_PIXELS = 1 << 20
+
+
+def auto_batch_size(pad: int) -> int:
+    """Tiles per model call for input side ``pad`` when ``batch_size`` is automatic."""
+    return max(1, AUTO_BATCH_PIXELS // (pad * pad))

@@ -18,14 +18,12 @@ Scores are ``class probability x mean sigmoid inside the binary mask``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sine_model.modes import SEMANTIC_THRESHOLD  # FSS binarises at > 0.7 (tools/eval_fss.py)
+from sine_model.postprocess.detections import Detections, empty_detections, hopeful_pairs, score_pair_chunks
 from sine_model.postprocess.window_upsample import (
     resize_channels_last,
     upsample_window_banded,
@@ -55,31 +53,6 @@ __all__ = [
     "semantic_label_map",
     "upsample_mask_logits",
 ]
-
-
-@dataclass
-class Detections:
-    """Scored binary masks, sorted by descending score.
-
-    Parameters
-    ----------
-    masks : torch.Tensor
-        ``(n, H, W)`` bool masks at the original resolution.
-    scores : torch.Tensor
-        ``(n,)`` float32 final scores.
-    labels : torch.Tensor
-        ``(n,)`` int64 labels (reference id or semantic label).
-    query_index : torch.Tensor
-        ``(n,)`` int64 index of the query that produced each mask.
-    """
-
-    masks: torch.Tensor
-    scores: torch.Tensor
-    labels: torch.Tensor
-    query_index: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
 
 
 def _check_masks(mask_logits: torch.Tensor, name: str) -> None:
@@ -131,16 +104,6 @@ def upsample_mask_logits(mask_logits: torch.Tensor, geometry: Geometry) -> torch
     return _resize_to_original(_to_padded_crop(mask_logits, geometry), geometry)
 
 
-def _empty_detections(geometry: Geometry, device: torch.device) -> Detections:
-    height, width = geometry.original_hw
-    return Detections(
-        masks=torch.zeros((0, height, width), dtype=torch.bool, device=device),
-        scores=torch.zeros((0,), dtype=torch.float32, device=device),
-        labels=torch.zeros((0,), dtype=torch.int64, device=device),
-        query_index=torch.zeros((0,), dtype=torch.int64, device=device),
-    )
-
-
 def _score_pairs(
     probs: torch.Tensor,
     query_idx: torch.Tensor,
@@ -155,62 +118,11 @@ def _score_pairs(
     Queries are processed ``chunk`` at a time and only masks of pairs that
     pass ``score_threshold`` are stored (as bool), bounding memory.
     """
-    probs, query_idx, labels = _hopeful(probs, query_idx, labels, score_threshold)
+    probs, query_idx, labels = hopeful_pairs(probs, query_idx, labels, score_threshold)
     unique_q = torch.unique(query_idx)  # ascending
     step = max(int(chunk), 1)
     chunks = ((qs, upsample_mask_logits(mask_logits[qs], geometry)) for qs in unique_q.split(step))
-    return _score_chunks(probs, query_idx, labels, chunks, geometry, score_threshold)
-
-
-def _hopeful(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
-             score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if score_threshold >= 0:
-        # final = prob × mask score with mask score in [0, 1]: pairs whose class probability cannot
-        # beat the threshold are dropped before their masks are upsampled (same result, less work).
-        hopeful = probs > score_threshold
-        return probs[hopeful], query_idx[hopeful], labels[hopeful]
-    return probs, query_idx, labels
-
-
-def _score_chunks(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
-                  chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], geometry: Geometry,
-                  score_threshold: float) -> Detections:
-    """Score (query, label) pairs from ``chunks`` of (ascending query indices, their upsampled logits).
-
-    Chunks come in ascending query order and together hold every query of ``query_idx``; pairs are
-    gathered by query, in their given order within a query, then stably sorted by descending score.
-    """
-    device = probs.device
-    grouped = torch.sort(query_idx, stable=True).indices  # pairs by query, given order within a query
-    kept_scores, kept_labels, kept_q, kept_masks = [], [], [], []
-    for qs, upsampled in chunks:
-        # contiguous: the upsampling is channels-last, and sums over a strided view would be ordered by
-        # how many masks share the chunk (the joint and the separate answers must stay equal)
-        logits = upsampled.flatten(1).contiguous()
-        binary = logits > 0
-        area = binary.sum(1).float()
-        inside = torch.where(binary, logits.sigmoid_(), 0.0).sum(1)
-        mask_score = inside / (area + 1e-6)
-        sel = grouped[torch.isin(query_idx[grouped], qs)]
-        local = torch.searchsorted(qs, query_idx[sel])
-        final = probs[sel].float() * mask_score[local]
-        keep = final > score_threshold
-        if bool(keep.any()):
-            sel, local = sel[keep], local[keep]
-            kept_scores.append(final[keep])
-            kept_labels.append(labels[sel])
-            kept_q.append(query_idx[sel])
-            kept_masks.append(binary[local].view(-1, *geometry.original_hw))
-    if not kept_scores:
-        return _empty_detections(geometry, device)
-    scores = torch.cat(kept_scores)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    return Detections(
-        masks=torch.cat(kept_masks)[order].contiguous(),
-        scores=scores[order],
-        labels=torch.cat(kept_labels)[order].to(torch.int64),
-        query_index=torch.cat(kept_q)[order].to(torch.int64),
-    )
+    return score_pair_chunks(probs, query_idx, labels, chunks, geometry, score_threshold)
 
 
 def id_inference(
@@ -260,7 +172,7 @@ def id_inference(
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
     if n == 0:
-        return _empty_detections(geometry, id_mask_logits.device)
+        return empty_detections(geometry, id_mask_logits.device)
     probs = id_logits.float().softmax(-1)[:, 0]
     top_p, top_q = probs.topk(min(topk, n))
     labels = ref_ids.to(top_q.device)[top_q]
@@ -324,7 +236,7 @@ def instance_inference(
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
     if m == 0 or n_queries == 0:
-        return _empty_detections(geometry, ins_mask_logits.device)
+        return empty_detections(geometry, ins_mask_logits.device)
     probs = ins_logits.float().softmax(-1)[:, :-1].flatten()
     top_p, flat_idx = probs.topk(min(topk, probs.numel()))
     query_idx = flat_idx // m

@@ -16,14 +16,12 @@ import torch
 from sine_model.postprocess.decode import (
     DEFAULT_TOPK,
     INSTANCE_SCORE_THRESHOLD,
-    Detections,
     _check_instance,
-    _hopeful,
     _resize_to_original,
-    _score_chunks,
     instance_inference,
     semantic_inference,
 )
+from sine_model.postprocess.detections import Detections, hopeful_pairs, score_pair_chunks
 from sine_model.postprocess.window_upsample import weighted_sigmoid_window
 from sine_model.preprocess.transforms import Geometry
 
@@ -60,8 +58,8 @@ def instance_semantic_inference(
                 semantic_inference(ins_logits, ins_mask_logits, geometry, chunk))
     soft = ins_logits.float().softmax(-1)[:, :-1]
     top_p, flat_idx = soft.flatten().topk(min(topk, soft.numel()))
-    probs, query_idx, labels = _hopeful(top_p, flat_idx // m, sem_labels.to(flat_idx.device)[flat_idx % m],
-                                        score_threshold)
+    pair_labels = sem_labels.to(flat_idx.device)[flat_idx % m]
+    probs, query_idx, labels = hopeful_pairs(top_p, flat_idx // m, pair_labels, score_threshold)
     wanted = torch.unique(query_idx)
     h_r, w_r = geometry.valid_hw
     acc = torch.zeros((1, m, h_r, w_r), dtype=torch.float32, device=ins_mask_logits.device)
@@ -77,7 +75,7 @@ def instance_semantic_inference(
                 yield qs, _resize_to_original(kept, geometry)
 
     stream = chunks()
-    detections = _score_chunks(probs, query_idx, labels, stream, geometry, score_threshold)
+    detections = score_pair_chunks(probs, query_idx, labels, stream, geometry, score_threshold)
     for _ in stream:  # the semantic map needs every query, also those after the last wanted one
         pass
     return detections, _resize_to_original(acc, geometry, masks=False)

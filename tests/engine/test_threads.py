@@ -7,7 +7,8 @@ import torch
 from conftest import build_tiny
 
 from sine_model.engine.device import THREADS_ENV, choose_num_threads, set_num_threads, usable_cores
-from sine_model.engine.propagator import Propagator, auto_batch_size
+from sine_model.engine.propagator import Propagator
+from sine_model.engine.tiling import auto_batch_size
 
 
 @pytest.fixture(autouse=True)

@@ -1,22 +1,17 @@
-"""Training data: synthetic scenes, augmentations, pair sampling and folder groups (CPU, no files read
-outside tmp_path)."""
+"""Training data: synthetic scenes, augmentations, pair sampling (CPU; folders: test_folder_groups.py)."""
 
 from __future__ import annotations
 
-import csv
-
-import imageio.v3 as iio
 import numpy as np
 import pytest
-import tifffile
 import torch
 from scipy import ndimage
 from skimage.measure import regionprops
+from training_helpers import blob_item, block_labels, check_episode
 
 from sine_model.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sine_model.training.augment import AugmentConfig, augment, intensity_jitter
-from sine_model.training.folders import FileItem, folder_groups
-from sine_model.training.pairs import Episode, PairConfig, PairItem, PairSampler
+from sine_model.training.pairs import PairConfig, PairItem, PairSampler
 from sine_model.training.synthetic import (
     ClassStyle,
     SceneConfig,
@@ -27,23 +22,6 @@ from sine_model.training.synthetic import (
 )
 
 SMALL = SceneConfig(shape=(96, 96), n_classes=3, objects_per_class=(3, 5), radius_range=(3.0, 8.0))
-
-
-def block_labels(shape=(60, 80), block=10, first_id=1) -> np.ndarray:
-    """Labels made of ``block``-sized squares with distinct ids, row-major from ``first_id``."""
-    ys, xs = np.indices(shape)
-    return ((ys // block) * (shape[1] // block) + xs // block + first_id).astype(np.int32)
-
-
-def blob_item(centers, classes, shape=(64, 64), radius=6, seed=0) -> PairItem:
-    """Disks at ``centers`` (ids 1..n) with class ``classes[k]`` on a noisy image."""
-    labels = np.zeros(shape, np.int32)
-    yy, xx = np.indices(shape)
-    for k, (cy, cx) in enumerate(centers, start=1):
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k
-    rng = np.random.default_rng(seed)
-    image = (labels > 0) * 0.6 + rng.uniform(0, 0.2, shape)
-    return PairItem(image.astype(np.float32), labels, {k + 1: c for k, c in enumerate(classes)})
 
 
 # --------------------------------------------------------------------------- synthetic scenes
@@ -215,21 +193,6 @@ def test_augment_is_deterministic_and_intensity_stays_in_range():
 NO_SCALE = AugmentConfig(out_size=64, scale_range=(1.0, 1.0), intensity_prob=0.5)
 
 
-def check_episode(ep: Episode, pad: int) -> None:
-    assert ep.ref_image.shape == ep.target.shape == (1, 3, pad, pad)
-    for masks, labels, ids in ((ep.ref_masks, ep.ref_labels, ep.ref_ids), (ep.masks, ep.labels, ep.ids)):
-        assert masks.dtype == torch.bool and masks.shape[1:] == (pad, pad)
-        assert labels.dtype == ids.dtype == torch.int64
-        assert masks.shape[0] == labels.shape[0] == ids.shape[0] >= 1
-        assert masks.flatten(1).any(dim=1).all()
-        assert len(set(ids.tolist())) == len(ids)
-    h, w = ep.valid_hw
-    assert not ep.masks[:, h:].any() and not ep.masks[:, :, w:].any()
-    assert ep.valid_mask.sum() == h * w
-    assert (ep.target[..., h:, :] == 0).all()
-    assert set(ep.labels.tolist()) <= set(ep.ref_labels.tolist())
-
-
 def test_crop_pairs_share_ids_and_objects():
     item = blob_item([(12, 12), (12, 45), (45, 20), (48, 50)], [1, 1, 2, 2])
     sampler = PairSampler([[item, blob_item([(20, 20)], [1], seed=1)]],
@@ -325,58 +288,6 @@ def test_sampler_errors_are_clear():
     hopeless = PairConfig(pad=70, augment=NO_SCALE, min_area=10_000, max_attempts=3)
     with pytest.raises(RuntimeError, match="3 draws"):
         PairSampler([[blob_item([(30, 30)], [1])]], hopeless).sample()
-
-
-# --------------------------------------------------------------------------- folder groups
-
-
-def write_folder(root, names_groups, manifest=True):
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    rows = []
-    for k, (name, group) in enumerate(names_groups):
-        labels = block_labels((40, 50), block=10, first_id=1 + k).astype(np.uint16)
-        image = (labels * 7 % 255).astype(np.uint8)
-        if k % 2:
-            iio.imwrite(root / "images" / f"{name}.png", np.stack([image] * 4, axis=-1))  # RGBA png
-        else:
-            tifffile.imwrite(root / "images" / f"{name}.tif", image)
-        tifffile.imwrite(root / "labels" / f"{name}.tif", labels)
-        rows.append({"image_id": name, "group": group})
-    if manifest:
-        with open(root / "manifest.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["image_id", "group"])
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-def test_folder_groups_with_manifest(tmp_path):
-    write_folder(tmp_path, [("a", "g1"), ("b", "g1"), ("c", "g2")])
-    groups = folder_groups(tmp_path)
-    assert {k: len(v) for k, v in groups.items()} == {"g1": 2, "g2": 1}
-    item = groups["g1"][1]()
-    assert isinstance(groups["g1"][1], FileItem) and item.labels.shape == (40, 50)
-    assert item.image.shape == (40, 50, 4) and item.image.dtype == np.uint8
-    assert set(folder_groups(tmp_path, exclude=["g2"])) == {"g1"}
-    assert set(folder_groups(tmp_path, include=["g2"])) == {"g2"}
-    with pytest.raises(ValueError, match="unknown groups"):
-        folder_groups(tmp_path, include=["nope"])
-    config = PairConfig(pad=56, augment=AugmentConfig(out_size=48))
-    sampler = PairSampler(groups, config, seed=0)
-    assert sampler.group_names == ["g1", "g2"]
-    for _ in range(4):
-        check_episode(sampler.sample(), 56)
-
-
-def test_folder_groups_without_manifest_and_missing_labels(tmp_path):
-    write_folder(tmp_path, [("a", "x"), ("b", "y")], manifest=False)
-    groups = folder_groups(tmp_path)
-    assert list(groups) == ["all"] and len(groups["all"]) == 2
-    (tmp_path / "labels" / "b.tif").unlink()
-    with pytest.raises(ValueError, match="lack an image or label"):
-        folder_groups(tmp_path)
-    with pytest.raises(ValueError, match="not a folder"):
-        folder_groups(tmp_path / "nowhere")
 
 
 def sparse_rods(shape=(727, 1026), count=10, seed=0) -> PairItem:
