@@ -2,8 +2,9 @@
 
 A pair's final score is its class probability times the mean sigmoid of its query's upsampled mask
 logits inside the mask (logit > 0), as in the official inference; pairs are stored only when they pass
-the score threshold. :func:`~sine_model.postprocess.decode.instance_inference` and
-:func:`~sine_model.postprocess.joint_decode.instance_semantic_inference` feed them chunks of upsampled masks.
+the score threshold. The ID and instance answers of :mod:`~sine_model.postprocess.decode` and
+:func:`~sine_model.postprocess.joint_decode.instance_semantic_inference` feed them chunks of upsampled
+masks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Detections:
 
 
 def empty_detections(geometry: Geometry, device: torch.device) -> Detections:
+    """No detections, with the shapes and dtypes of a target of ``geometry``'s original size."""
     height, width = geometry.original_hw
     return Detections(
         masks=torch.zeros((0, height, width), dtype=torch.bool, device=device),
@@ -54,7 +56,8 @@ def empty_detections(geometry: Geometry, device: torch.device) -> Detections:
 
 
 def hopeful_pairs(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
-             score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (probability, query, label) pairs whose class probability can still pass ``score_threshold``."""
     if score_threshold >= 0:
         # final = prob × mask score with mask score in [0, 1]: pairs whose class probability cannot
         # beat the threshold are dropped before their masks are upsampled (same result, less work).
@@ -64,8 +67,8 @@ def hopeful_pairs(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Te
 
 
 def score_pair_chunks(probs: torch.Tensor, query_idx: torch.Tensor, labels: torch.Tensor,
-                  chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], geometry: Geometry,
-                  score_threshold: float) -> Detections:
+                      chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], geometry: Geometry,
+                      score_threshold: float) -> Detections:
     """Score (query, label) pairs from ``chunks`` of (ascending query indices, their upsampled logits).
 
     Chunks come in ascending query order and together hold every query of ``query_idx``; pairs are

@@ -68,8 +68,8 @@ ELEMENTWISE: tuple[type[nn.Module], ...] = (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh, 
 #: Fewest pixels per thread when the forest predicts in parallel.
 FOREST_MIN_BLOCK = 4096
 #: Pixels the forest's trees walk before the next pixels: their features (4 MB) stay in the CPU's
-#: caches from one tree to the next (on a 512² image 0.17 → 0.11–0.12 s on one thread, vs all pixels
-#: per tree; 65536 pixels were as slow as all of them).
+#: caches from one tree to the next (the forest on a 512² image: 0.159 → 0.123–0.126 s on one thread,
+#: vs all pixels per tree; 65536 pixels were as slow as all of them).
 FOREST_CACHE_PIXELS = 16384
 #: Rows of context added above and below each strip (a multiple of 16; from 96 on, strips give the
 #: whole image's features to float precision: the largest scale is smoothed twice).
